@@ -1,0 +1,46 @@
+"""The `mra-cir` console script: a thin dispatcher to one module per subcommand.
+
+Each subcommand lives in `mra_cir/commands/<name>.py`, parses its own `HfArgumentParser` dataclasses and is only
+imported when it is called, so `mra-cir --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("mra_cir.commands.demo", "Smoke demo: tiny random model saved, reloaded with AutoModel, one query."),
+    "quickstart": ("mra_cir.commands.quickstart", "The offline synthetic world, end to end (the README's main job)."),
+    "mine": ("mra_cir.commands.mine", "Mine (reference, target) pairs from image features with a rank window."),
+    "search": ("mra_cir.commands.search", "Search a gallery index with a composed query (image + text)."),
+    "build-triplets": ("mra_cir.commands.build_triplets", "Build MRA training triplets from a folder of images."),
+    "train": ("mra_cir.commands.train", "Fine-tune the Q-Former on triplets with max-sim InfoNCE."),
+    "evaluate": ("mra_cir.commands.evaluate", "Zero-shot evaluation on FashionIQ, CIRR or CIRCO."),
+    "evaluate-rankings": ("mra_cir.commands.evaluate_rankings", "Score a rankings file with the official protocols."),
+}
+
+
+def _usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = ["usage: mra-cir <command> [options]   (mra-cir <command> --help for the options)", "", "commands:"]
+    lines += [f"  {name.ljust(width)}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"mra-cir: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

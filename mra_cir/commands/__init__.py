@@ -1,0 +1,1 @@
+"""One module per `mra-cir` subcommand; each exposes `main(argv: list[str] | None = None) -> int`."""

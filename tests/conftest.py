@@ -1,0 +1,62 @@
+"""Shared fixtures: tiny random models and an offline processor (nothing is downloaded)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS_DIR = Path(os.environ.get("MRA_CIR_BENCHMARKS_DIR", REPO_ROOT.parent / "shared" / "benchmarks"))
+
+WORDS = (
+    "a an the photo of image picture make it change to with without add remove red green blue yellow black white "
+    "small large big circle square triangle left right top bottom more less and is in on"
+).split()
+
+
+@pytest.fixture(scope="session")
+def benchmarks_dir() -> Path:
+    """The official annotation files (env MRA_CIR_BENCHMARKS_DIR, default ../shared/benchmarks)."""
+    if not BENCHMARKS_DIR.is_dir():
+        pytest.skip(f"benchmark annotation files not found at {BENCHMARKS_DIR} (set MRA_CIR_BENCHMARKS_DIR)")
+    return BENCHMARKS_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    from modeling_mra_cir import MraCirModel
+    from modeling_mra_cir.tiny import tiny_config
+
+    torch.manual_seed(0)
+    return MraCirModel(tiny_config()).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_processor():
+    from modeling_mra_cir.tiny import offline_processor
+
+    return offline_processor(image_size=32, texts=[" ".join(WORDS)])
+
+
+def random_image(seed: int, size: int = 40) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    """A folder of 12 small random PNG images."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(12):
+        random_image(i).save(folder / f"img_{i:03d}.png")
+    return folder
