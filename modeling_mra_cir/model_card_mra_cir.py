@@ -44,11 +44,11 @@ def render_model_card(config, training_summary: dict | None = None) -> str:
         "",
         "```python",
         "from transformers import AutoModel, AutoProcessor",
-        "model = AutoModel.from_pretrained(\"<this repo or folder>\", trust_remote_code=True)",
-        "processor = AutoProcessor.from_pretrained(\"<this repo or folder>\", trust_remote_code=True)",
-        "inputs = processor(images=reference_image, text=\"make it red\", return_tensors=\"pt\")",
+        'model = AutoModel.from_pretrained("<this repo or folder>", trust_remote_code=True)',
+        'processor = AutoProcessor.from_pretrained("<this repo or folder>", trust_remote_code=True)',
+        'inputs = processor(images=reference_image, text="make it red", return_tensors="pt")',
         "query = model.get_composed_features(inputs.pixel_values, inputs.input_ids, inputs.attention_mask)  # (1, D)",
-        "gallery = model.get_image_features(processor(images=gallery_images, return_tensors=\"pt\").pixel_values)  # (N, Q, D)",
+        'gallery = model.get_image_features(processor(images=gallery_images, return_tensors="pt").pixel_values)  # (N, Q, D)',
         "scores = (gallery @ query[0]).amax(dim=-1)  # max over each image's Q tokens",
         "```",
         "",
@@ -67,7 +67,9 @@ def render_model_card(config, training_summary: dict | None = None) -> str:
             lines.append("- training data: " + ", ".join(f"`{d}`" for d in datasets))
         for key in sorted(k for k in summary if k not in ("base_model", "datasets")):
             value = summary[key]
-            rendered = json.dumps(value, indent=2, sort_keys=True, default=str) if isinstance(value, (dict, list)) else value
+            rendered = (
+                json.dumps(value, indent=2, sort_keys=True, default=str) if isinstance(value, (dict, list)) else value
+            )
             if isinstance(value, (dict, list)):
                 lines += [f"- {key}:", "", "```json", rendered, "```", ""]
             else:

@@ -231,7 +231,9 @@ class MraCirModel(MraCirPreTrainedModel):
     def _query_tokens_over(self, vision_embeds: torch.Tensor) -> torch.Tensor:
         query_tokens = self.query_tokens.expand(vision_embeds.shape[0], -1, -1)
         vision_mask = torch.ones(vision_embeds.shape[:-1], dtype=torch.long, device=vision_embeds.device)
-        out = self.qformer(query_embeds=query_tokens, encoder_hidden_states=vision_embeds, encoder_attention_mask=vision_mask)
+        out = self.qformer(
+            query_embeds=query_tokens, encoder_hidden_states=vision_embeds, encoder_attention_mask=vision_mask
+        )
         return out.last_hidden_state
 
     def get_image_features(
@@ -298,7 +300,9 @@ class MraCirModel(MraCirPreTrainedModel):
             self._check_batch({"pixel_values": pixel_values, "input_ids": input_ids, "attention_mask": attention_mask})
             vision_embeds = self.get_vision_outputs(pixel_values, interpolate_pos_encoding)
         else:
-            self._check_batch({"vision_embeds": vision_embeds, "input_ids": input_ids, "attention_mask": attention_mask})
+            self._check_batch(
+                {"vision_embeds": vision_embeds, "input_ids": input_ids, "attention_mask": attention_mask}
+            )
         input_ids, attention_mask = self._strip_image_tokens(input_ids, attention_mask)
         batch, q = input_ids.shape[0], self.config.num_query_tokens
         if attention_mask is None:
@@ -356,7 +360,11 @@ class MraCirModel(MraCirPreTrainedModel):
         if reference_vision_embeds is None and reference_pixel_values is not None:
             self._check_pixel_values(reference_pixel_values, "reference_pixel_values", interpolate_pos_encoding)
             self._check_batch(
-                {"reference_pixel_values": reference_pixel_values, "input_ids": input_ids, "attention_mask": attention_mask}
+                {
+                    "reference_pixel_values": reference_pixel_values,
+                    "input_ids": input_ids,
+                    "attention_mask": attention_mask,
+                }
             )
         query_embeds = self.get_composed_features(
             reference_pixel_values, input_ids, attention_mask, reference_vision_embeds, interpolate_pos_encoding

@@ -67,9 +67,9 @@ class MraCirProcessor(ProcessorMixin):
         if images is not None:
             data[image_key] = self.image_processor(images, return_tensors=return_tensors, **kwargs)["pixel_values"]
         if target_images is not None:
-            data["target_pixel_values"] = self.image_processor(
-                target_images, return_tensors=return_tensors, **kwargs
-            )["pixel_values"]
+            data["target_pixel_values"] = self.image_processor(target_images, return_tensors=return_tensors, **kwargs)[
+                "pixel_values"
+            ]
         return BatchFeature(data=data, tensor_type=return_tensors)
 
     @property

@@ -97,3 +97,12 @@ def offline_processor(image_size: int = 32, texts: Iterable[str] = (), vocab_siz
 
     image_processor = BlipImageProcessorPil(size={"height": image_size, "width": image_size})
     return MraCirProcessor(image_processor, offline_tokenizer(texts, vocab_size=vocab_size))
+
+
+def random_image(seed: int, size: int = 40):
+    """A reproducible random RGB `PIL.Image` (noise), for tests and smoke runs."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8))

@@ -9,10 +9,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from PIL import Image  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS_DIR = Path(os.environ.get("MRA_CIR_BENCHMARKS_DIR", REPO_ROOT.parent / "shared" / "benchmarks"))
@@ -47,9 +45,7 @@ def tiny_processor():
     return offline_processor(image_size=32, texts=[" ".join(WORDS)])
 
 
-def random_image(seed: int, size: int = 40) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
+from modeling_mra_cir.tiny import random_image  # noqa: E402,F401  (re-exported for the tests)
 
 
 @pytest.fixture
