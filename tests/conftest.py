@@ -12,6 +12,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+torch.set_num_threads(1)  # tiny models: threads only add overhead (and contention on a shared 2-core machine)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS_DIR = Path(os.environ.get("MRA_CIR_BENCHMARKS_DIR", REPO_ROOT.parent / "shared" / "benchmarks"))
 
