@@ -48,12 +48,33 @@ def max_sim_logits(query_embeds: torch.Tensor, target_embeds: torch.Tensor, redu
     return sims.view(query_embeds.shape[0], target_embeds.shape[0], target_embeds.shape[1]).amax(dim=-1)
 
 
+class _DifferentiableAllGather(torch.autograd.Function):
+    """All-gather (equal-sized tensors) whose backward sums every process's gradient for our rows.
+
+    Backward is an all-reduce of the gathered gradient followed by taking this rank's slice (a reduce-scatter that
+    every backend, gloo included, supports).
+    """
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        ctx.rank, ctx.rows = dist.get_rank(), tensor.shape[0]
+        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
+
+
 def gather_across_processes(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
     """All-gather `tensor` along dim 0 from every process, keeping the autograd graph.
 
-    The gather is differentiable (`torch.distributed.nn.functional.all_gather`): the local slice keeps its gradient
-    and the gradients that other processes compute for our rows are sent back, so the gradient equals the one of a
-    single process holding the whole batch. Batches of unequal size are padded for the collective and trimmed.
+    The gather is differentiable: the local slice keeps its gradient and the gradients that other processes compute
+    for our rows are summed back, so after DDP's gradient averaging the update equals the one of a single process
+    holding the whole batch. Batches of unequal size are padded for the collective and trimmed.
 
     Returns:
         `(gathered, offset)`: the concatenation over ranks in rank order, and the row offset of this rank's part (the
@@ -61,19 +82,18 @@ def gather_across_processes(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
     """
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return tensor, 0
-    from torch.distributed.nn.functional import all_gather
-
     world, rank = dist.get_world_size(), dist.get_rank()
     size = torch.tensor([tensor.shape[0]], device=tensor.device)
     sizes = [torch.zeros_like(size) for _ in range(world)]
     dist.all_gather(sizes, size)
     sizes = [int(s.item()) for s in sizes]
+    rows = max(sizes)
     padded = tensor
-    if max(sizes) > tensor.shape[0]:
-        pad = tensor.new_zeros((max(sizes) - tensor.shape[0], *tensor.shape[1:]))
-        padded = torch.cat([tensor, pad], dim=0)
-    parts = all_gather(padded.contiguous())
-    gathered = torch.cat([part[:n] for part, n in zip(parts, sizes)], dim=0)
+    if rows > tensor.shape[0]:
+        padded = torch.cat([tensor, tensor.new_zeros((rows - tensor.shape[0], *tensor.shape[1:]))], dim=0)
+    gathered = _DifferentiableAllGather.apply(padded)
+    if min(sizes) < rows:
+        gathered = torch.cat([gathered[r * rows : r * rows + n] for r, n in enumerate(sizes)], dim=0)
     return gathered, sum(sizes[:rank])
 
 

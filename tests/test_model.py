@@ -272,6 +272,9 @@ def test_gathered_loss_two_processes_equals_single_process(tmp_path):
     assert abs(res["mean_local_loss"] - res["single_process_loss"]) > 1e-4
     assert res["max_grad_diff"] < 1e-5
     assert res["logits_shape"] == [2, 4]
+    # unequal local batch sizes (3 and 1) are padded for the collective and trimmed
+    assert res["uneven_logits_shape"] == [3, 4]
+    assert res["uneven_weighted_loss"] == pytest.approx(res["single_process_loss"], abs=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------------------- errors

@@ -38,6 +38,14 @@ def main(out_path: str) -> None:
     losses = torch.tensor([out.loss.item()])
     dist.all_reduce(losses)
 
+    # unequal local batches (3 + 1): the size-weighted mean of the gathered losses is the global loss
+    cut = slice(0, 3) if rank == 0 else slice(3, 4)
+    with torch.no_grad():
+        uneven = model(reference_pixel_values=ref[cut], input_ids=ids[cut], attention_mask=mask[cut],
+                       target_pixel_values=tgt[cut])
+    weighted = torch.tensor([uneven.loss.item() * (cut.stop - cut.start)])
+    dist.all_reduce(weighted)
+
     # local-only loss (no gathering) for contrast
     model.config.gather_negatives = False
     with torch.no_grad():
@@ -60,6 +68,8 @@ def main(out_path: str) -> None:
             "single_process_loss": full.loss.item(),
             "max_grad_diff": (grad - full_grad).abs().max().item(),
             "logits_shape": list(out.logits_per_query.shape),
+            "uneven_weighted_loss": weighted.item() / global_batch,
+            "uneven_logits_shape": list(uneven.logits_per_query.shape),
         }
         with open(out_path, "w") as handle:
             json.dump(result, handle)
