@@ -1,0 +1,68 @@
+"""The quickstart: the CI check (`--fast` must improve R@10 over the untrained composed query) and reproducibility."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mra_cir.quickstart_pipeline import METHODS, METRIC_KEYS, QuickstartArguments, parse_window, scale_window
+
+
+def test_window_scaling():
+    assert scale_window("51,60", 2000, 2000) == (51, 60)
+    assert scale_window("51,60", 600, 2000) == (16, 18)
+    assert scale_window("1,1", 600, 2000) == (1, 1)
+    assert scale_window("random", 600, 2000) == (1, 599)
+    assert scale_window("91,100", 50, 2000) == (3, 3)
+    with pytest.raises(ValueError, match="q1,q2"):
+        parse_window("51-60")
+    with pytest.raises(ValueError, match="q1 <= q2"):
+        parse_window("60,51")
+
+
+def test_stage1_and_baselines_are_reproducible(tmp_path):
+    """Same seed -> same stage-1 weights -> same baseline table (component-level check of `same seed, same table`)."""
+    from transformers import set_seed
+
+    from dataset_builders.scene_agent import agent_texts
+    from dataset_builders.synthetic_world import build_world, world_texts
+    from modeling_mra_cir import MraCirModel
+    from modeling_mra_cir.tiny import offline_processor, tiny_config
+    from mra_cir.quickstart_pipeline import evaluate_benchmark
+    from trainers.alignment import AlignmentArguments, align_image_text
+
+    world = build_world(seed=0, pool_size=40, num_queries=6, cache_dir=tmp_path)
+    processor = offline_processor(32, texts=world_texts() + agent_texts(), vocab_size=512)
+
+    def run():
+        set_seed(0)
+        model = MraCirModel(tiny_config(vocab_size=len(processor.tokenizer), num_query_tokens=4))
+        summary = align_image_text(
+            model, processor, world.pool["image"], world.pool["caption"],
+            AlignmentArguments(max_steps=4, batch_size=16, seed=0), show_progress=False,
+        )  # fmt: skip
+        return summary, evaluate_benchmark(model, processor, world, methods=("image", "text", "composed"))
+
+    (s1, r1), (s2, r2) = run(), run()
+    assert s1["final_loss"] == s2["final_loss"] and s1["final_loss"] != s1["first_loss"]
+    assert r1 == r2
+    assert set(r1) == {"image", "text", "composed"} and all(0 <= r1[m]["R@10"] <= 100 for m in r1)
+
+
+def test_fast_quickstart_improves_over_untrained(tmp_path):
+    """The CI check: `quickstart --fast` trains through the real builder and trainer and beats the untrained query."""
+    from mra_cir.commands.quickstart import main
+
+    torch.set_num_threads(1)
+    assert main(["--fast", "--output_dir", str(tmp_path), "--show_progress", "false"]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["methods"]) == set(METHODS)
+    for name in METHODS:
+        assert set(results["methods"][name]) == set(METRIC_KEYS)
+    assert results["methods"]["mra_trained"]["R@10"] > results["methods"]["composed_untrained"]["R@10"]
+    assert results["triplets"]["budget_per_window"] >= 64
+    assert (tmp_path / "results.png").stat().st_size > 1000
+    assert results["window_ablation"] == {} and "skipped" in results["window_ablation_note"]
+    assert QuickstartArguments(fast=True).pool_size == results["settings"]["pool_size"]
