@@ -1,13 +1,13 @@
 # Two commands do all the set-up on a fresh machine:
-#   make demo   build .venv, then run the main job on the embedded default
-#   make test   build .venv, then run the test suite
+#   make quickstart   build .venv, then run the main job on the embedded default (the offline synthetic world)
+#   make test         build .venv, then run the test suite
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test lint bench clean
+.PHONY: install quickstart demo test lint bench clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -18,6 +18,9 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+quickstart: install
+	$(VENV)/bin/mra-cir quickstart
 
 demo: install
 	$(VENV)/bin/mra-cir demo

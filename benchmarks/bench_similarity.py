@@ -2,8 +2,9 @@
 
 Exact (`topk_token_similarity`, reduce="max"): N queries against M keys, Q tokens of D dims, fp32 then bf16; the
 effective rate is `2 N M Q^2 D / time` (the FLOP of the definition), compared with `torch.matmul` of two 2048 x 2048
-matrices of the same dtype (median of repeats, measured before and after the search; the mean of both is the
-reference, so a load change on a shared machine is partly cancelled).
+matrices of the same dtype. The search runs in `--chunks` query slices (aligned to query blocks, so the same tiles
+as one call) and the matmul reference (median of 3) is sampled before every slice and after the last; the reference
+is the mean of the samples, so it sees the same machine load as the search on a shared machine.
 
 Peak memory beyond the inputs: on CPU, the process RSS is sampled every 2 ms by a background thread (psutil) during the
 search, and the peak minus the RSS just before the search is reported (torch's CPU allocator has no counters and
@@ -50,17 +51,25 @@ from modeling_mra_cir.similarity import (  # noqa: E402
 )
 
 
-def matmul_gflops(device: torch.device, dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
-    a = torch.randn(size, size, device=device).to(dtype)
-    b = torch.randn(size, size, device=device).to(dtype)
-    times = []
-    for _ in range(repeats + 1):
-        _sync(device)
-        start = time.perf_counter()
-        a @ b
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return 2 * size**3 / statistics.median(times[1:]) / 1e9
+class MatmulReference:
+    """`torch.matmul` GFLOP/s of two `size x size` matrices (buffers allocated once, so that sampling the reference
+    during the search adds nothing to the search's peak memory)."""
+
+    def __init__(self, device: torch.device, dtype: torch.dtype, size: int = 2048):
+        self.device, self.size = device, size
+        self.a = torch.randn(size, size, device=device).to(dtype)
+        self.b = torch.randn(size, size, device=device).to(dtype)
+        self.out = torch.empty(size, size, device=device, dtype=dtype)
+
+    def gflops(self, repeats: int = 3) -> float:
+        times = []
+        for _ in range(repeats + 1):
+            _sync(self.device)
+            start = time.perf_counter()
+            torch.matmul(self.a, self.b, out=self.out)
+            _sync(self.device)
+            times.append(time.perf_counter() - start)
+        return 2 * self.size**3 / statistics.median(times[1:]) / 1e9
 
 
 def _sync(device: torch.device) -> None:
@@ -126,25 +135,38 @@ def bench_exact(args, device: torch.device) -> tuple[dict, dict]:
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         keys = keys32 if dtype == torch.float32 else keys32.to(dtype)
         queries = queries32.to(dtype)
-        before = matmul_gflops(device, dtype, args.matmul_size)
         nb, mb = default_block_sizes(args.q, args.q, device, dtype)
+        matmul = MatmulReference(device, dtype, args.matmul_size)
+        rows = torch.arange(args.n, device=device)
+        # the search runs in `chunks` slices of the queries (aligned to query blocks: the same tiles as one call);
+        # the matmul reference is sampled before every slice and after the last, so it sees the same machine load
+        step = -(-args.n // args.chunks // nb) * nb
+        reference_samples, cpu_seconds, elapsed, parts = [], 0.0, 0.0, []
         with PeakMemory(device) as mem:  # spans the warm-up: the first call allocates the tile buffers
             topk_token_similarity(queries[:nb], keys[: min(args.m, 2 * mb)], 10)  # warm-up, full-size tiles
-            _sync(device)
-            start = time.perf_counter()
-            rows = torch.arange(args.n, device=device)
-            scores, _ = topk_token_similarity(queries, keys, args.k, exclude_self=True, query_indices=rows)
-            _sync(device)
-            elapsed = time.perf_counter() - start
-        after = matmul_gflops(device, dtype, args.matmul_size)
-        reference = (before + after) / 2
+            for start in range(0, args.n, step):
+                reference_samples.append(matmul.gflops())
+                chunk = slice(start, min(start + step, args.n))
+                _sync(device)
+                wall, cpu = time.perf_counter(), time.process_time()
+                parts.append(
+                    topk_token_similarity(queries[chunk], keys, args.k, exclude_self=True, query_indices=rows[chunk])
+                )
+                _sync(device)
+                elapsed += time.perf_counter() - wall
+                cpu_seconds += time.process_time() - cpu
+        reference_samples.append(matmul.gflops())
+        scores = torch.cat([p[0] for p in parts])
+        reference = statistics.mean(reference_samples)
         gflops = flop / elapsed / 1e9
         top[f"exact_{name}_ratio_to_matmul"] = gflops / reference
         detail[name] = {
             "seconds": elapsed,
             "gflops": gflops,
-            "matmul_gflops_before": before,
-            "matmul_gflops_after": after,
+            "matmul_gflops_mean": reference,
+            "matmul_gflops_samples": reference_samples,
+            "cpu_seconds": cpu_seconds,
+            "cpu_gflops_per_thread": flop / cpu_seconds / 1e9 if device.type == "cpu" else None,
             "peak_extra_mib": mem.peak_extra / 2**20,
             "query_block": nb,
             "key_block": mb,
@@ -224,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--q1", type=int, default=51)
     parser.add_argument("--q2", type=int, default=60)
     parser.add_argument("--matmul-size", type=int, default=2048, help="reference: square matmul size")
+    parser.add_argument("--chunks", type=int, default=8, help="exact: query slices, reference sampled between them")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)

@@ -49,6 +49,10 @@ class QuickstartArguments:
     train_steps: int | None = field(default=None, metadata={"help": "MRA training steps (default 500; fast 200)."})
     batch_size: int = field(default=64, metadata={"help": "Batch size of both stages."})
     stage1_learning_rate: float = field(default=3e-4, metadata={"help": "Stage-1 learning rate."})
+    stage1_itm_weight: float = field(
+        default=1.0,
+        metadata={"help": "Stage-1 image-text matching (ITM, hard negatives) loss weight; 0 = contrastive (ITC) only."},
+    )
     learning_rate: float = field(default=5e-4, metadata={"help": "MRA training (stage 2) learning rate."})
     targets_per_reference: int = field(default=3, metadata={"help": "Targets mined per pool image (in the window)."})
     mining_reduce: str = field(
@@ -56,9 +60,7 @@ class QuickstartArguments:
     )
     num_triplets: int | None = field(
         default=None,
-        metadata={
-            "help": "Triplets trained on, for every window (default 90% of the pool: every window has that many)."
-        },
+        metadata={"help": "Triplets trained on, for every window (default 90 percent of the pool size)."},
     )
     temperature_min: float = field(
         default=0.01, metadata={"help": "Lower clamp of the learnable logit temperature (both stages)."}
@@ -85,6 +87,8 @@ class QuickstartArguments:
         parse_window(self.window)
         if self.pool_size < 20:
             raise ValueError(f"--pool_size must be at least 20, got {self.pool_size}")
+        if self.mining_reduce not in ("max", "mean_max"):
+            raise ValueError(f"--mining_reduce must be 'max' or 'mean_max', got {self.mining_reduce!r}")
         if self.num_threads < 1:
             raise ValueError(f"--num_threads must be >= 1, got {self.num_threads}")
 
@@ -358,8 +362,10 @@ def run_quickstart(args: QuickstartArguments) -> dict:
             batch_size=args.batch_size,
             learning_rate=args.stage1_learning_rate,
             seed=args.seed,
+            itm_weight=args.stage1_itm_weight,
         ),
         show_progress=args.show_progress,
+        groups=world.pool["scene_graph"],  # images with the same content are never each other's ITM negatives
     )
     stage1_dir = out / "stage1_model"
     model.save_pretrained(stage1_dir)

@@ -66,3 +66,14 @@ def test_fast_quickstart_improves_over_untrained(tmp_path):
     assert (tmp_path / "results.png").stat().st_size > 1000
     assert results["window_ablation"] == {} and "skipped" in results["window_ablation_note"]
     assert QuickstartArguments(fast=True).pool_size == results["settings"]["pool_size"]
+
+
+def test_help_lists_the_options(capsys):
+    from mra_cir.commands.quickstart import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for option in ("--seed", "--output_dir", "--fast", "--pool_size", "--window", "--ablation"):
+        assert option in out

@@ -1,17 +1,24 @@
-"""Stage 1: BLIP-2-style image-text contrastive alignment, the offline stand-in for a pretrained BLIP-2 checkpoint.
+"""Stage 1: BLIP-2-style image-text pretraining (ITC + ITM), the offline stand-in for a pretrained BLIP-2 checkpoint.
 
 MRA-CIR starts from a pretrained BLIP-2 (`Salesforce/blip2-itm-vit-g`), whose image tokens and text features already
-live in one space. Nothing pretrained can be downloaded in the offline quickstart, so a random `MraCirModel` is first
-trained on the synthetic pool's (image, caption) pairs with BLIP-2's image-text contrastive (ITC) objective:
+live in one space and whose Q-Former already fuses query tokens with text (its ITM head). Nothing pretrained can be
+downloaded in the offline quickstart, so a random `MraCirModel` is first trained on the synthetic pool's
+(image, caption) pairs with two of BLIP-2's stage-1 objectives:
 
-- text feature `t_i = model.get_text_features(caption_i)` (`(B, D)`);
-- image tokens `v_j = model.get_image_features(image_j)` (`(B, Q, D)`);
-- `s_ij = max_q <t_i, v_jq> / tau` (BLIP-2's ITC takes the maximum over the query tokens);
-- loss = symmetric InfoNCE, `(CE(s, diag) + CE(s^T, diag)) / 2`.
+- **ITC** (image-text contrastive): text feature `t_i = model.get_text_features(caption_i)` (`(B, D)`), image tokens
+  `v_j = model.get_image_features(image_j)` (`(B, Q, D)`), `s_ij = max_q <t_i, v_jq> / tau` (BLIP-2 takes the
+  maximum over the query tokens); loss = symmetric InfoNCE, `(CE(s, diag) + CE(s^T, diag)) / 2`.
+- **ITM** (image-text matching, [`itm_logits`]): query tokens and caption tokens go through the Q-Former *together*,
+  cross-attending to the image (the same fused path as `get_composed_features`); `itm_head` on the mean of the Q
+  query outputs classifies match / no match. Per positive pair, one hard negative image per text and one hard
+  negative text per image are sampled from the ITC similarities of the batch (BLIP-2's hard negative mining), never
+  a pair of the same `group` (an image with the same content: BLIP-2 excludes pairs of the same image id).
+  Loss = cross-entropy over the 3B pairs.
 
-Every parameter trains here (the ViT too: BLIP-2's was pretrained, ours starts random); stage 2 then freezes the ViT
-as the paper does. Only the ITC objective is used (no ITM / ITG heads), so the composed-query path
-(`get_composed_features`) is *not* trained by stage 1: it is the "untrained composed" baseline.
+ITG (captioning) is left out (the model has no causal text decoder). Every parameter trains here (the ViT too: BLIP-2's
+was pretrained, ours starts random); stage 2 then freezes the ViT as the paper does. The composed query itself
+(the first text position of the fused path through `text_projection`) gets no retrieval objective in stage 1: it is the
+"untrained composed" baseline, as it is for a real BLIP-2.
 
 Example:
 
@@ -44,7 +51,8 @@ class AlignmentArguments:
         learning_rate (`float`, defaults to 1e-3): AdamW peak learning rate (linear warm-up, cosine decay).
         warmup_steps (`int`, defaults to 20): warm-up steps.
         weight_decay (`float`, defaults to 0.01): AdamW weight decay.
-        seed (`int`, defaults to 0): batch order seed.
+        seed (`int`, defaults to 0): batch order seed (and the hard-negative draws).
+        itm_weight (`float`, defaults to 1.0): weight of the ITM loss (0 disables ITM: ITC only).
     """
 
     max_steps: int = field(default=400, metadata={"help": "Stage-1 optimisation steps."})
@@ -53,6 +61,7 @@ class AlignmentArguments:
     warmup_steps: int = field(default=20, metadata={"help": "Stage-1 linear warm-up steps."})
     weight_decay: float = field(default=0.01, metadata={"help": "Stage-1 AdamW weight decay."})
     seed: int = field(default=0, metadata={"help": "Stage-1 batch order seed."})
+    itm_weight: float = field(default=1.0, metadata={"help": "Weight of the image-text matching loss (0: ITC only)."})
 
     def __post_init__(self):
         for name in ("max_steps", "batch_size"):
@@ -60,6 +69,8 @@ class AlignmentArguments:
                 raise ValueError(f"AlignmentArguments.{name} must be >= 1, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise ValueError(f"AlignmentArguments.learning_rate must be > 0, got {self.learning_rate}")
+        if self.itm_weight < 0:
+            raise ValueError(f"AlignmentArguments.itm_weight must be >= 0, got {self.itm_weight}")
 
 
 def itc_loss(text_embeds: torch.Tensor, image_embeds: torch.Tensor, logit_temperature) -> torch.Tensor:
@@ -78,6 +89,88 @@ def itc_loss(text_embeds: torch.Tensor, image_embeds: torch.Tensor, logit_temper
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
 
 
+def itm_logits(
+    model, vision_embeds: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """Image-text matching logits of BLIP-2 (`Blip2ForImageTextRetrieval(..., use_image_text_matching_head=True)`).
+
+    Query tokens and text tokens go through the Q-Former together (bidirectional attention), cross-attending to the
+    image; `itm_head` is applied to the Q query outputs and averaged.
+
+    Args:
+        model ([`MraCirModel`]): the model.
+        vision_embeds (`torch.Tensor` of shape `(B, P, vision_hidden)`): ViT outputs of the images.
+        input_ids (`torch.LongTensor` of shape `(B, L)`): text tokens; row i is paired with image i.
+        attention_mask (`torch.LongTensor` of shape `(B, L)`): text padding mask.
+
+    Returns:
+        `torch.Tensor` of shape `(B, 2)`: logits of (no match, match).
+    """
+    batch, q = input_ids.shape[0], model.config.num_query_tokens
+    query_tokens = model.query_tokens.expand(batch, -1, -1)
+    query_mask = torch.ones((batch, q), dtype=attention_mask.dtype, device=attention_mask.device)
+    embeds = model.embeddings(input_ids=input_ids, query_embeds=query_tokens)
+    vision_mask = torch.ones(vision_embeds.shape[:-1], dtype=torch.long, device=vision_embeds.device)
+    out = model.qformer(
+        query_embeds=embeds,
+        query_length=q,
+        attention_mask=torch.cat([query_mask, attention_mask], dim=1),
+        encoder_hidden_states=vision_embeds,
+        encoder_attention_mask=vision_mask,
+    )
+    hidden = out.last_hidden_state[:, :q, :].to(dtype=model.itm_head.weight.dtype)
+    return model.itm_head(hidden).mean(dim=1)
+
+
+def itm_loss(
+    model,
+    vision_embeds: torch.Tensor,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    itc_logits: torch.Tensor,
+    groups: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """ITM with in-batch hard negatives drawn from the ITC similarities (BLIP-2 / ALBEF).
+
+    For each text, a negative image is drawn with probability `softmax(itc_logits[i])` over the images of other
+    groups; for each image, a negative text likewise. The B positives and 2B negatives are classified by
+    [`itm_logits`].
+
+    Args:
+        model ([`MraCirModel`]): the model.
+        vision_embeds (`torch.Tensor` of shape `(B, P, vision_hidden)`): ViT outputs; image i pairs with text i.
+        input_ids / attention_mask (`torch.LongTensor` of shape `(B, L)`): the texts.
+        itc_logits (`torch.Tensor` of shape `(B, B)`): text-to-image ITC logits (row: text, column: image).
+        groups (`torch.LongTensor` of shape `(B,)`, *optional*): equal values mark pairs that are not negatives
+            of each other (same content); default: only the diagonal.
+        generator (`torch.Generator`, *optional*): source of the negative draws.
+
+    Returns:
+        `torch.Tensor` of shape `()`; `nan`-free even when a row has no valid negative (it is then skipped).
+    """
+    batch = input_ids.shape[0]
+    with torch.no_grad():
+        if groups is None:
+            groups = torch.arange(batch, device=itc_logits.device)
+        same = groups[:, None] == groups[None, :]
+        weights_t2i = F.softmax(itc_logits.float(), dim=1).masked_fill(same, 0.0)
+        weights_i2t = F.softmax(itc_logits.float().t(), dim=1).masked_fill(same, 0.0)
+        valid_t = weights_t2i.sum(1) > 0
+        valid_i = weights_i2t.sum(1) > 0
+        # rows without a valid negative draw anything (their pair is dropped below)
+        neg_image = torch.multinomial(torch.where(valid_t[:, None], weights_t2i, 1.0), 1, generator=generator)[:, 0]
+        neg_text = torch.multinomial(torch.where(valid_i[:, None], weights_i2t, 1.0), 1, generator=generator)[:, 0]
+    t_rows = valid_t.nonzero()[:, 0]  # text i with a negative image
+    i_rows = valid_i.nonzero()[:, 0]  # image i with a negative text
+    vision = torch.cat([vision_embeds, vision_embeds[neg_image[t_rows]], vision_embeds[i_rows]])
+    ids = torch.cat([input_ids, input_ids[t_rows], input_ids[neg_text[i_rows]]])
+    mask = torch.cat([attention_mask, attention_mask[t_rows], attention_mask[neg_text[i_rows]]])
+    labels = torch.zeros(ids.shape[0], dtype=torch.long, device=ids.device)
+    labels[:batch] = 1
+    return F.cross_entropy(itm_logits(model, vision, ids, mask).float(), labels)
+
+
 def align_image_text(
     model,
     processor,
@@ -85,8 +178,9 @@ def align_image_text(
     captions: Sequence[str],
     args: AlignmentArguments | None = None,
     show_progress: bool = True,
+    groups: Sequence | None = None,
 ) -> dict:
-    """Train `model` (in place) with [`itc_loss`] on (image, caption) pairs.
+    """Train `model` (in place) with [`itc_loss`] + `args.itm_weight` * [`itm_loss`] on (image, caption) pairs.
 
     Args:
         model ([`MraCirModel`]): the model (every parameter is trained).
@@ -95,15 +189,24 @@ def align_image_text(
         captions (`Sequence[str]`): one caption per image.
         args ([`AlignmentArguments`], *optional*): the settings.
         show_progress (`bool`, defaults to `True`): a tqdm bar with the running loss.
+        groups (`Sequence`, *optional*): one hashable per image; images of the same group (the same content, e.g. the
+            same scene graph) are never drawn as each other's ITM negatives. Default: every image its own group.
 
     Returns:
-        `dict`: `first_loss`, `final_loss` (mean of the last 20 steps), `steps`, `seconds`, and the arguments.
+        `dict`: `first_loss`, `final_loss` (mean of the last 20 steps, ITC + weighted ITM), `final_itc_loss`,
+        `final_itm_loss`, `steps`, `seconds`, and the arguments.
     """
     args = args or AlignmentArguments()
     if len(images) != len(captions):
         raise ValueError(f"align_image_text got {len(images)} images but {len(captions)} captions")
     if len(images) < 2:
         raise ValueError("align_image_text needs at least 2 (image, caption) pairs (in-batch negatives)")
+    if groups is not None and len(groups) != len(images):
+        raise ValueError(f"align_image_text got {len(images)} images but {len(groups)} groups")
+    group_index: dict = {}
+    group_ids = torch.tensor(
+        [group_index.setdefault(g, len(group_index)) for g in (groups if groups is not None else range(len(images)))]
+    )
     start = time.perf_counter()
     encoded = processor(images=list(images), text=list(captions), return_tensors="pt")
     pixel_values, input_ids, attention_mask = encoded["pixel_values"], encoded["input_ids"], encoded["attention_mask"]
@@ -122,16 +225,32 @@ def align_image_text(
     generator = torch.Generator().manual_seed(args.seed)
     batch = min(args.batch_size, len(images))
     order = torch.randperm(len(images), generator=generator)
-    cursor, losses = 0, []
+    itm_generator = torch.Generator().manual_seed(args.seed + 1)
+    cursor, losses, itc_losses, itm_losses = 0, [], [], []
     bar = tqdm(range(args.max_steps), desc="stage 1: image-text alignment", disable=not show_progress)
     for _ in bar:
         if cursor + batch > len(order):
             order, cursor = torch.randperm(len(images), generator=generator), 0
         index = order[cursor : cursor + batch]
         cursor += batch
-        image_embeds = model.get_image_features(pixel_values=pixel_values[index])
+        vision_embeds = model.get_vision_outputs(pixel_values[index])
+        image_embeds = model.get_image_features(vision_embeds=vision_embeds)
         text_embeds = model.get_text_features(input_ids[index], attention_mask[index])
-        loss = itc_loss(text_embeds, image_embeds, model.clamped_logit_temperature())
+        tau = model.clamped_logit_temperature()
+        loss = contrastive = itc_loss(text_embeds, image_embeds, tau)
+        if args.itm_weight > 0:
+            matching = itm_loss(
+                model,
+                vision_embeds,
+                input_ids[index],
+                attention_mask[index],
+                max_sim_logits(text_embeds, image_embeds).detach() / tau.detach(),
+                groups=group_ids[index],
+                generator=itm_generator,
+            )
+            loss = contrastive + args.itm_weight * matching
+            itm_losses.append(float(matching.detach()))
+        itc_losses.append(float(contrastive.detach()))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -139,14 +258,19 @@ def align_image_text(
         losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
     model.eval()
-    tail = losses[-20:]
+
+    def tail(values: list[float]) -> float | None:
+        return sum(values[-20:]) / len(values[-20:]) if values else None
+
     return {
         "first_loss": losses[0],
-        "final_loss": sum(tail) / len(tail),
+        "final_loss": tail(losses),
+        "final_itc_loss": tail(itc_losses),
+        "final_itm_loss": tail(itm_losses),
         "steps": args.max_steps,
         "seconds": time.perf_counter() - start,
         "arguments": asdict(args),
     }
 
 
-__all__ = ["AlignmentArguments", "align_image_text", "itc_loss"]
+__all__ = ["AlignmentArguments", "align_image_text", "itc_loss", "itm_logits", "itm_loss"]
