@@ -70,7 +70,7 @@ def mining_query_block_size(features: torch.Tensor) -> int:
     """The query block size mining uses; process slices are aligned to it so results are bit-identical across any
     number of processes (the same GEMM tiles are computed)."""
     q = features.shape[1] if features.dim() == 3 else 1
-    return default_block_sizes(q, q, features.device, features.dtype)[0]
+    return min(64, default_block_sizes(q, q, features.device, features.dtype)[0])
 
 
 def slice_bounds(num_references: int, num_processes: int, process_index: int, align: int = 1) -> tuple[int, int]:

@@ -12,7 +12,7 @@ composed queries). Because `max_{q,k} <a_q, b_k>` is the maximum of one matrix p
 pair is a single GEMM `(Nb*Q_a, D) @ (D, Mb*Q_b)` followed by a max over the `Q_a x Q_b` groups (first over the query
 tokens, a strided row-wise max that vectorises, then over the contiguous key tokens). The GEMM does exactly the
 `2 * N * M * Q_a * Q_b * D` FLOP of the definition, so the search runs at the machine's matmul speed. Blocks are
-sized so that the temporary score tile stays small (a few MiB to `max_block_bytes`), whatever N and M: memory is
+sized so that the temporary score tile stays small (at most `max_block_bytes`, 256 MiB by default), whatever N and M: memory is
 bounded by one tile plus a running top-k of `(Nb, k)` per query block; the `N x M x Q x Q` tensor never exists.
 
 The running top-k is exact and deterministic: scores are packed with their key index into one int64
@@ -24,20 +24,25 @@ the tokens, renormalised; IVF above `ivf_threshold` items) or on all key tokens 
 mapped to their items), then re-ranks the candidates exactly with the same reductions. It reports the recall of the
 exact top-k on a sample of queries.
 
-Cost and scaling (Q = 32, D = 256: one query-key pair is `2 * Q^2 * D = 524,288` FLOP):
+Cost and scaling (Q = 32, D = 256: one query-key pair is `2 * Q^2 * D = 524,288` FLOP; `C` candidates re-ranked):
 
-- Exact, one query against M keys: `5.2e5 * M` FLOP. M = 200k: 1.0e11 FLOP (about 0.5 s at this 2-core CPU's
-  ~200 GFLOP/s fp32). All-pairs mining of N = M images costs `5.2e5 * M^2`: 1M images 5.2e17 FLOP (about 30 days
-  on this CPU, about 15-20 minutes on one H200 at ~500 TFLOP/s bf16 effective); 10M images 5.2e19 FLOP (about
-  29 hours on one H200, or 100x the 1M figure: exact mining is quadratic).
-- Approximate, one query: pooled IVF probe `2 * D * nprobe * M / nlist` plus exact re-rank of C candidates
-  `5.2e5 * C`. With `nlist = 4 sqrt(M)` the probe grows as sqrt(M) and stays small (M = 10M, nlist 12,649, nprobe 64:
-  2.6e7 FLOP); the re-rank (C = 600: 3.1e8 FLOP) does not depend on M. Speed-up over exact ~ `M / C` (re-rank bound):
-  about 330x at 200k, 1,700x at 1M, 17,000x at 10M; all-pairs approximate mining of 10M images is then
-  `1e7 * 3.4e8 = 3.4e15` FLOP (about 5 hours on this CPU, seconds of GEMM on a GPU; in practice bound by gathering
-  candidate tokens from memory). Memory is the limit at 10M: the tokens take `M * Q * D * 2` bytes in bf16 = 164 GB
-  (1M: 16 GB), so keep them on disk (memory-mapped safetensors shards) or shard them across processes; the pooled
-  flat index takes `M * D * 4` = 10 GB at 10M (IVF-PQ: ~64 bytes per item).
+- Exact, one query against M keys: `5.2e5 * M` FLOP, linear in M. M = 200k: 1.05e11 FLOP (measured 0.75-1.2 s per
+  query in bf16 on the shared 2-core CPU of `benchmarks/bench_similarity.py`); 1M: 5.2e11 (~4-6 s); 10M: 5.2e12
+  (~40-60 s). All-pairs mining (N = M) is quadratic: 1M images 5.2e17 FLOP (weeks on 2 CPU cores; about 17 minutes on
+  one H200 at an effective 500 TFLOP/s bf16), 10M images 5.2e19 FLOP (about 29 hours on one H200).
+- Approximate, one query: the IVF probe visits `nprobe * M / nlist` pooled vectors (`2 D` FLOP each) and the re-rank
+  costs `5.2e5 * C` (C = 600: 3.1e8 FLOP) whatever M. Defaults `nlist = 4 sqrt(M)`, `nprobe = max(16, nlist / 16)`
+  visit M / 16 vectors: 200k: 6.4e6 FLOP, 1M: 3.2e7, 10M: 3.2e8 (a fixed `nprobe=64` keeps it at 2.6e7 for 10M).
+  Measured at 200k (three runs on a shared CPU): 6-21 ms per query, 29-175x faster than exact, recall@60 = 1.0. Since exact grows as M and the
+  approximate query stays ~3.1e8-6.3e8 FLOP, the speed-up grows about linearly: ~600-900x at 1M, ~3,000-9,000x at
+  10M (the lower figure with the default nprobe). All-pairs approximate mining: 1M x ~7-20 ms ~ 2-6 hours on 2 CPU cores,
+  10M x ~10 ms ~ 28 hours (split across processes with `mra-cir mine` under `accelerate launch`).
+- Memory: the tokens take `M * Q * D * 2` bytes in bf16: 3.3 GB at 200k, 16 GB at 1M, 164 GB at 10M (beyond one
+  machine's RAM: memory-map the safetensors shards or shard the keys across processes). The pooled flat IVF index
+  takes `M * D * 4` bytes (1 GB at 1M, 10 GB at 10M; IVF-PQ ~64 B per item: 640 MB). IVF training wants
+  >= 39 * nlist points (490k at 10M). The exact search's own memory is one tile (<= `max_block_bytes`) plus (N, k).
+- Recall depends on C covering the neighbourhood: the synthetic clusters (~100 items) fit in C = 600; data with
+  looser neighbourhoods needs a larger C or `mode="tokens"` (all tokens indexed: Q times the index memory).
 """
 
 from __future__ import annotations
@@ -111,10 +116,12 @@ def default_block_sizes(
 ) -> tuple[int, int]:
     """Query and key block sizes (in items) for the tiled GEMM.
 
-    On CPU the tile is `~512 x ~4096` token rows/columns (8 MiB in fp32: stays in cache, GEMM efficient at D=256); on
-    CUDA `~8192 x ~16384`. The tile never exceeds `max_block_bytes`.
+    The tile is `~2048 x ~16384` query x key token rows on CPU (128 MiB in fp32; Q=32: 64 queries x 512 keys) and
+    `~8192 x ~16384` on CUDA; it never exceeds `max_block_bytes`. Large tiles mean few parallel regions: on a shared
+    2-core CPU, 2048 x 16384 ran 3-8x faster than 512 x 4096 (each GEMM, and each reduction, ends in a thread barrier
+    that a descheduled thread stalls), at the same single-thread efficiency.
     """
-    rows, cols = (8192, 16384) if device.type == "cuda" else (512, 4096)
+    rows, cols = (8192, 16384) if device.type == "cuda" else (2048, 16384)
     nb = max(1, rows // num_query_tokens)
     mb = max(1, cols // num_key_tokens)
     itemsize = torch.empty((), dtype=dtype).element_size()
