@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mra-cir: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
+    sys.argv[0] = f"mra-cir {name}"  # argparse's `prog`: usage lines read "usage: mra-cir <command> ..."
     return int(module.main(rest) or 0)
 
 
