@@ -41,8 +41,9 @@ def main(out_path: str) -> None:
     # unequal local batches (3 + 1): the size-weighted mean of the gathered losses is the global loss
     cut = slice(0, 3) if rank == 0 else slice(3, 4)
     with torch.no_grad():
-        uneven = model(reference_pixel_values=ref[cut], input_ids=ids[cut], attention_mask=mask[cut],
-                       target_pixel_values=tgt[cut])
+        uneven = model(
+            reference_pixel_values=ref[cut], input_ids=ids[cut], attention_mask=mask[cut], target_pixel_values=tgt[cut]
+        )
     weighted = torch.tensor([uneven.loss.item() * (cut.stop - cut.start)])
     dist.all_reduce(weighted)
 
