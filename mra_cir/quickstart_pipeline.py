@@ -1,9 +1,9 @@
 """The offline quickstart: the whole MRA-CIR pipeline on the synthetic world, on a CPU, in minutes.
 
-build the world -> stage 1 (image-text alignment, the stand-in for pretrained BLIP-2) -> zero-shot baselines on the
-benchmark -> embed + mine the pool with the rank window -> scene agent (captions, modification texts) -> triplets
-through the real builder (`MraTriplets`) -> `MraCirTrainer` -> evaluate; plus the window ablation (same number of
-triplets and steps per window). Writes `results.json`, `results.png` and prints a table.
+build the world -> stage 1 (BLIP-2's image-text contrastive and matching objectives, the stand-in for pretrained
+BLIP-2) -> zero-shot baselines on the benchmark -> embed + mine the pool with the rank window -> scene agent
+(captions, modification texts) -> triplets through the real builder (`MraTriplets`) -> `MraCirTrainer` -> evaluate;
+plus the window ablation (same number of triplets and steps per window). Writes `results.json`, `results.png` and prints a table.
 
 Rank windows are given in the paper's ranks (51-60 of ~1.2M ImageNet images) and scaled linearly with the pool size
 relative to `--window_reference_pool_size` (default 2000, the default pool, where the paper's numbers are used as they
@@ -47,13 +47,19 @@ class QuickstartArguments:
     image_size: int = field(default=32, metadata={"help": "Image side in pixels (the model's image size)."})
     stage1_steps: int | None = field(default=None, metadata={"help": "Stage-1 steps (default 1200; fast 400)."})
     train_steps: int | None = field(default=None, metadata={"help": "MRA training steps (default 500; fast 200)."})
+    hidden_size: int = field(default=64, metadata={"help": "Width of the ViT and the Q-Former."})
+    num_layers: int = field(default=2, metadata={"help": "Layers of the ViT and of the Q-Former."})
+    patch_size: int = field(default=8, metadata={"help": "ViT patch side in pixels."})
+    num_query_tokens: int = field(default=8, metadata={"help": "Q-Former query tokens (Q)."})
     batch_size: int = field(default=64, metadata={"help": "Batch size of both stages."})
     stage1_learning_rate: float = field(default=3e-4, metadata={"help": "Stage-1 learning rate."})
     stage1_itm_weight: float = field(
         default=1.0,
-        metadata={"help": "Stage-1 image-text matching (ITM, hard negatives) loss weight; 0 = contrastive (ITC) only."},
+        metadata={
+            "help": "Stage-1 image-text matching (ITM, hard negatives) loss weight; 0 = contrastive (ITC) only."
+        },
     )
-    learning_rate: float = field(default=5e-4, metadata={"help": "MRA training (stage 2) learning rate."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "MRA training (stage 2) learning rate."})
     targets_per_reference: int = field(default=3, metadata={"help": "Targets mined per pool image (in the window)."})
     mining_reduce: str = field(
         default="max", metadata={"help": "Token similarity for mining: max (the paper) or mean_max (ColBERT-style)."}
@@ -341,12 +347,12 @@ def run_quickstart(args: QuickstartArguments) -> dict:
     set_seed(args.seed)
     processor = offline_processor(args.image_size, texts=world_texts() + agent_texts(), vocab_size=512)
     config = tiny_config(
-        hidden_size=64,
-        num_hidden_layers=2,
+        hidden_size=args.hidden_size,
+        num_hidden_layers=args.num_layers,
         num_attention_heads=4,
         image_size=args.image_size,
-        patch_size=8,
-        num_query_tokens=8,
+        patch_size=args.patch_size,
+        num_query_tokens=args.num_query_tokens,
         embed_dim=64,
         vocab_size=len(processor.tokenizer),
         logit_temperature_min=args.temperature_min,
@@ -423,11 +429,11 @@ def run_quickstart(args: QuickstartArguments) -> dict:
             **asdict(args),
             "window_in_pool": main["window_in_pool"],
             "model": {
-                "hidden_size": 64,
-                "layers": 2,
-                "query_tokens": 8,
+                "hidden_size": args.hidden_size,
+                "layers": args.num_layers,
+                "query_tokens": args.num_query_tokens,
                 "embed_dim": 64,
-                "patch_size": 8,
+                "patch_size": args.patch_size,
                 "parameters": sum(p.numel() for p in model.parameters()),
             },
             "world": world.settings,

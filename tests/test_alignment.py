@@ -1,0 +1,88 @@
+"""Stage-1 alignment (the quickstart's stand-in for pretrained BLIP-2): ITC + ITM with in-batch hard negatives."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from trainers.alignment import AlignmentArguments, align_image_text, itm_logits, itm_loss
+
+
+def _fresh_model():
+    from modeling_mra_cir import MraCirModel
+    from modeling_mra_cir.tiny import tiny_config
+
+    torch.manual_seed(0)
+    return MraCirModel(tiny_config())
+
+
+def _batch(tiny_processor, n: int):
+    from modeling_mra_cir.tiny import random_image
+
+    texts = ["a red circle", "a blue square", "a green triangle", "a white cross"][:n]
+    return tiny_processor(images=[random_image(i) for i in range(n)], text=texts)
+
+
+def test_itm_logits_match_blip2_fused_path(tiny_processor):
+    """The fused path is BLIP-2's ITM: a (B, 2) logit from `itm_head`, and its gradient reaches the query tokens."""
+    model = _fresh_model()
+    batch = _batch(tiny_processor, 3)
+    vision = model.get_vision_outputs(batch["pixel_values"])
+    logits = itm_logits(model, vision, batch["input_ids"], batch["attention_mask"])
+    assert logits.shape == (3, 2)
+    logits.sum().backward()
+    assert model.query_tokens.grad is not None and model.query_tokens.grad.abs().sum() > 0
+    assert model.itm_head.weight.grad.abs().sum() > 0
+
+
+def test_itm_loss_negatives_respect_groups(tiny_processor):
+    """Two pairs in different groups: each one's only possible negative is the other, so the loss is determined."""
+    model = _fresh_model().eval()
+    batch = _batch(tiny_processor, 2)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    vision = model.get_vision_outputs(batch["pixel_values"])
+    with torch.no_grad():
+        loss = itm_loss(model, vision, ids, mask, torch.randn(2, 2), groups=torch.tensor([0, 1]))
+        swap = torch.tensor([1, 0])
+        expected = F.cross_entropy(
+            torch.cat(
+                [
+                    itm_logits(model, vision, ids, mask),  # positives
+                    itm_logits(model, vision[swap], ids, mask),  # text i with the other image
+                    itm_logits(model, vision, ids[swap], mask[swap]),  # image i with the other text
+                ]
+            ),
+            torch.tensor([1, 1, 0, 0, 0, 0]),
+        )
+        torch.testing.assert_close(loss, expected)
+        # one group: no valid negative anywhere, only the positives are classified
+        same = itm_loss(model, vision, ids, mask, torch.randn(2, 2), groups=torch.tensor([5, 5]))
+        torch.testing.assert_close(same, F.cross_entropy(itm_logits(model, vision, ids, mask), torch.tensor([1, 1])))
+
+
+def test_align_image_text_trains_itm_head_only_with_itm(tiny_processor):
+    from modeling_mra_cir.tiny import random_image
+
+    images = [random_image(i) for i in range(8)]
+    captions = [f"a {c} circle" for c in ("red", "green", "blue", "yellow", "white", "black", "red", "green")]
+    results = {}
+    for weight in (0.0, 1.0):
+        model = _fresh_model()
+        before = model.itm_head.weight.detach().clone()
+        summary = align_image_text(
+            model,
+            tiny_processor,
+            images,
+            captions,
+            AlignmentArguments(max_steps=3, batch_size=8, itm_weight=weight, warmup_steps=1),
+            show_progress=False,
+            groups=[0, 1, 2, 3, 4, 5, 0, 1],
+        )
+        results[weight] = (summary, not torch.equal(before, model.itm_head.weight))
+    assert results[0.0][0]["final_itm_loss"] is None and not results[0.0][1]
+    assert results[1.0][0]["final_itm_loss"] > 0 and results[1.0][1]
+    with pytest.raises(ValueError, match="groups"):
+        align_image_text(_fresh_model(), tiny_processor, images, captions, groups=[0, 1], show_progress=False)
+    with pytest.raises(ValueError, match="itm_weight"):
+        AlignmentArguments(itm_weight=-1.0)
