@@ -323,6 +323,24 @@ class MraCirModel(MraCirPreTrainedModel):
             self._check_batch(
                 {"vision_embeds": vision_embeds, "input_ids": input_ids, "attention_mask": attention_mask}
             )
+        hidden = self.get_fused_hidden_states(vision_embeds, input_ids, attention_mask)
+        hidden = hidden[:, self.config.num_query_tokens, :].to(dtype=self.text_projection.weight.dtype)
+        return F.normalize(self.text_projection(hidden), dim=-1)
+
+    def get_fused_hidden_states(
+        self, vision_embeds: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The Q-Former over query tokens and text together, cross-attending to the image (BLIP-2's fused path,
+        shared by the composed query and image-text matching).
+
+        Args:
+            vision_embeds (`torch.Tensor` of shape `(B, P, vision_hidden)`): ViT outputs ([`get_vision_outputs`]).
+            input_ids (`torch.LongTensor` of shape `(B, L)`): text tokens.
+            attention_mask (`torch.LongTensor` of shape `(B, L)`, *optional*): text padding mask.
+
+        Returns:
+            `torch.Tensor` of shape `(B, Q + L, qformer_hidden)`: the Q query positions, then the L text positions.
+        """
         input_ids, attention_mask = self._strip_image_tokens(input_ids, attention_mask)
         batch, q = input_ids.shape[0], self.config.num_query_tokens
         if attention_mask is None:
@@ -338,8 +356,7 @@ class MraCirModel(MraCirPreTrainedModel):
             encoder_hidden_states=vision_embeds,
             encoder_attention_mask=vision_mask,
         )
-        hidden = out.last_hidden_state[:, q, :].to(dtype=self.text_projection.weight.dtype)
-        return F.normalize(self.text_projection(hidden), dim=-1)
+        return out.last_hidden_state
 
     def clamped_logit_temperature(self) -> torch.Tensor:
         """tau, clamped to `[logit_temperature_min, logit_temperature_max]`."""

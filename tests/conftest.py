@@ -58,3 +58,36 @@ def image_folder(tmp_path) -> Path:
     for i in range(12):
         random_image(i).save(folder / f"img_{i:03d}.png")
     return folder
+
+
+def load_test_fixture(name: str):
+    """Import `tests/fixtures/<name>.py` (scripts that also run standalone) as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"_mra_{name}", Path(__file__).parent / "fixtures" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm(tmp_path_factory) -> Path:
+    """A tiny random image-text-to-text model (Llava) written offline by tests/fixtures/make_tiny_vlm.py."""
+    return load_test_fixture("make_tiny_vlm").make_tiny_vlm(tmp_path_factory.mktemp("tiny_vlm"))
+
+
+@pytest.fixture(scope="session")
+def processor():
+    """An offline processor whose vocabulary covers the toy triplets' words."""
+    from modeling_mra_cir.tiny import offline_processor
+    from trainers.toy_triplets import TOY_WORDS
+
+    return offline_processor(32, [" ".join(TOY_WORDS)])
+
+
+@pytest.fixture(scope="session")
+def dataset():
+    """16 random triplets over 12 random images, with the MRA triplet builder's features."""
+    from trainers.toy_triplets import random_triplet_dataset
+
+    return random_triplet_dataset(16, num_images=12, seed=0)

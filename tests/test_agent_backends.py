@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import pickle
 import time
@@ -10,28 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_test_fixture
 from PIL import Image
 
 from dataset_builders.agent_base import AgentImage, AgentUnavailableError, ModificationRequest, make_agent
 from dataset_builders.agent_openai import OpenAIAgent
 from dataset_builders.agent_transformers import TransformersAgent
 
-FIXTURES = Path(__file__).parent / "fixtures"
 
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"_mra_{name}", FIXTURES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-servers = _load("agent_servers")
-
-
-@pytest.fixture(scope="module")
-def tiny_vlm(tmp_path_factory) -> Path:
-    return _load("make_tiny_vlm").make_tiny_vlm(tmp_path_factory.mktemp("tiny_vlm"))
+servers = load_test_fixture("agent_servers")
 
 
 @pytest.fixture(scope="module")

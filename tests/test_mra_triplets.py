@@ -3,7 +3,6 @@ a tiny random MraCirModel for embedding; determinism, caching, resume, faults, p
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -17,6 +16,7 @@ import datasets
 import numpy as np
 import pytest
 import yaml
+from conftest import load_test_fixture
 from PIL import Image
 
 pytest.importorskip("dataset_builders.image_features", reason="the similarity helper's extract_image_features")
@@ -27,24 +27,11 @@ from dataset_builders.agent_cache import ResponseCache  # noqa: E402
 from dataset_builders.mra_triplets import MraTriplets  # noqa: E402
 from dataset_builders.publishing import export_triplets  # noqa: E402
 
-FIXTURES = Path(__file__).parent / "fixtures"
 NUM_IMAGES = 14
 WINDOW = {"q1": 2, "q2": 4, "targets_per_reference": 1, "pairs_per_shard": 4, "max_new_tokens": 8}
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"_mra_{name}", FIXTURES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-servers = _load("agent_servers")
-
-
-@pytest.fixture(scope="module")
-def tiny_vlm(tmp_path_factory) -> Path:
-    return _load("make_tiny_vlm").make_tiny_vlm(tmp_path_factory.mktemp("tiny_vlm"))
+servers = load_test_fixture("agent_servers")
 
 
 @pytest.fixture(scope="module")

@@ -9,19 +9,7 @@ import torch
 
 from trainers.mra_cir_config import MraCirTrainingArguments
 from trainers.mra_cir_trainer import MraCirTrainer, prepare_model_for_training
-from trainers.toy_triplets import TOY_WORDS, random_triplet_dataset
-
-
-@pytest.fixture(scope="module")
-def processor():
-    from modeling_mra_cir.tiny import offline_processor
-
-    return offline_processor(32, [" ".join(TOY_WORDS)])
-
-
-@pytest.fixture(scope="module")
-def dataset():
-    return random_triplet_dataset(16, num_images=12, seed=0)
+from trainers.toy_triplets import random_triplet_dataset
 
 
 def new_model():
