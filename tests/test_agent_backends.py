@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import pickle
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +14,6 @@ from PIL import Image
 from dataset_builders.agent_base import AgentImage, AgentUnavailableError, ModificationRequest, make_agent
 from dataset_builders.agent_openai import OpenAIAgent
 from dataset_builders.agent_transformers import TransformersAgent
-
 
 servers = load_test_fixture("agent_servers")
 
