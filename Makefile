@@ -26,7 +26,9 @@ demo: install
 	$(VENV)/bin/mra-cir demo
 
 test: install
-	$(PY) -m pytest -q -x --timeout 900 -p no:cacheprovider
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m pytest -q --timeout 900 -p no:cacheprovider
 
 lint: install
 	$(VENV)/bin/ruff check .
