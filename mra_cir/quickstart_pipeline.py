@@ -45,7 +45,7 @@ class QuickstartArguments:
     pool_size: int | None = field(default=None, metadata={"help": "Pool images (default 2000; fast 600)."})
     num_queries: int | None = field(default=None, metadata={"help": "Benchmark queries (default 200; fast 100)."})
     image_size: int = field(default=32, metadata={"help": "Image side in pixels (the model's image size)."})
-    stage1_steps: int | None = field(default=None, metadata={"help": "Stage-1 steps (default 1200; fast 400)."})
+    stage1_steps: int | None = field(default=None, metadata={"help": "Stage-1 steps (default 2000; fast 400)."})
     train_steps: int | None = field(default=None, metadata={"help": "MRA training steps (default 500; fast 200)."})
     hidden_size: int = field(default=64, metadata={"help": "Width of the ViT and the Q-Former."})
     num_layers: int = field(default=2, metadata={"help": "Layers of the ViT and of the Q-Former."})
@@ -86,7 +86,7 @@ class QuickstartArguments:
         fast = self.fast
         self.pool_size = self.pool_size or (600 if fast else 2000)
         self.num_queries = self.num_queries or (100 if fast else 200)
-        self.stage1_steps = self.stage1_steps or (400 if fast else 1200)
+        self.stage1_steps = self.stage1_steps or (400 if fast else 2000)
         self.train_steps = self.train_steps or (200 if fast else 500)
         self.num_triplets = self.num_triplets or int(0.9 * self.pool_size)
         self.ablation = (not fast) if self.ablation is None else self.ablation

@@ -106,19 +106,8 @@ def itm_logits(
     Returns:
         `torch.Tensor` of shape `(B, 2)`: logits of (no match, match).
     """
-    batch, q = input_ids.shape[0], model.config.num_query_tokens
-    query_tokens = model.query_tokens.expand(batch, -1, -1)
-    query_mask = torch.ones((batch, q), dtype=attention_mask.dtype, device=attention_mask.device)
-    embeds = model.embeddings(input_ids=input_ids, query_embeds=query_tokens)
-    vision_mask = torch.ones(vision_embeds.shape[:-1], dtype=torch.long, device=vision_embeds.device)
-    out = model.qformer(
-        query_embeds=embeds,
-        query_length=q,
-        attention_mask=torch.cat([query_mask, attention_mask], dim=1),
-        encoder_hidden_states=vision_embeds,
-        encoder_attention_mask=vision_mask,
-    )
-    hidden = out.last_hidden_state[:, :q, :].to(dtype=model.itm_head.weight.dtype)
+    hidden = model.get_fused_hidden_states(vision_embeds, input_ids, attention_mask)
+    hidden = hidden[:, : model.config.num_query_tokens, :].to(dtype=model.itm_head.weight.dtype)
     return model.itm_head(hidden).mean(dim=1)
 
 
