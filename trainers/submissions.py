@@ -256,14 +256,12 @@ def read_fashioniq_rankings(path: str | os.PathLike, num_queries: Mapping[str, i
 
 
 def _load(path: str | os.PathLike):
-    path = Path(path)
-    if not path.is_file():
-        raise SubmissionError(f"rankings file not found: {path}")
+    from dataset_builders.cir_benchmarks import read_json
+
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise SubmissionError(f"{path} is not valid JSON: {e}") from e
+        return read_json(Path(path), "rankings file")
+    except (FileNotFoundError, ValueError) as e:
+        raise SubmissionError(str(e)) from e
 
 
 __all__ = [
