@@ -230,6 +230,23 @@ def generate_pool(seed: int, pool_size: int, image_size: int = 32):
         )
 
 
+def generate_alignment_corpus(seed: int, size: int, image_size: int = 32) -> tuple[list, list[str], list[str]]:
+    """A captioned corpus for stage-1 alignment, disjoint from the pool: `(images, captions, scene_graphs)`.
+
+    The stand-in for the web-scale image-text data a real BLIP-2 was pretrained on: drawn like the pool (no
+    `HELD_OUT_PAIRS`, the pool's caption templates) from its own random stream, so the unlabeled pool stays unlabeled
+    and the benchmark stays zero-shot.
+    """
+    rng = np.random.default_rng([seed, 3])
+    images, captions, graphs = [], [], []
+    for _ in range(size):
+        graph = sample_scene(rng, held_out="never")
+        captions.append(pool_caption(graph, int(rng.integers(len(CAPTION_TEMPLATES)))))
+        images.append(render_scene(graph, image_size, rng))
+        graphs.append(canonical(graph))
+    return images, captions, graphs
+
+
 def generate_benchmark(
     seed: int,
     num_queries: int,
@@ -448,6 +465,7 @@ __all__ = [
     "benchmark_text",
     "build_world",
     "canonical",
+    "generate_alignment_corpus",
     "generate_benchmark",
     "generate_pool",
     "pool_caption",

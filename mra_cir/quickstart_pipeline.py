@@ -59,6 +59,13 @@ class QuickstartArguments:
             "help": "Stage-1 image-text matching (ITM, hard negatives) loss weight; 0 = contrastive (ITC) only."
         },
     )
+    stage1_itm_negatives: str = field(
+        default="hard", metadata={"help": "Stage-1 ITM negatives: hard (BLIP-2), random or mixed."}
+    )
+    stage1_corpus_size: int = field(
+        default=0,
+        metadata={"help": "Stage-1 captioned corpus size, drawn apart from the pool (0: the pool's own captions)."},
+    )
     learning_rate: float = field(default=1e-3, metadata={"help": "MRA training (stage 2) learning rate."})
     targets_per_reference: int = field(default=3, metadata={"help": "Targets mined per pool image (in the window)."})
     mining_reduce: str = field(
@@ -80,6 +87,14 @@ class QuickstartArguments:
         default=None, metadata={"help": "Run the window ablation (default: on; off in fast)."}
     )
     num_threads: int = field(default=1, metadata={"help": "torch CPU threads (1 is fastest for these tiny models)."})
+    device: str = field(
+        default="cpu",
+        metadata={
+            "help": "Where stages 1 and 2 and the evaluation run: cpu (the documented default), cuda or auto "
+            "(cuda when available). Mining and the agent stay on the CPU. Same seed and device -> same table; the "
+            "figures differ between devices (different kernels)."
+        },
+    )
     show_progress: bool = field(default=True, metadata={"help": "Progress bars."})
 
     def __post_init__(self):
@@ -97,6 +112,12 @@ class QuickstartArguments:
             raise ValueError(f"--mining_reduce must be 'max' or 'mean_max', got {self.mining_reduce!r}")
         if self.num_threads < 1:
             raise ValueError(f"--num_threads must be >= 1, got {self.num_threads}")
+        if self.device == "auto":
+            self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"--device must be cpu, cuda or auto, got {self.device!r}")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda: torch sees no CUDA device here (use cpu or auto)")
 
 
 def parse_window(text: str) -> tuple[int, int] | None:
@@ -133,7 +154,7 @@ def _image_tokens(model, processor, images, batch_size: int = 256) -> torch.Tens
     out = []
     for i in range(0, len(images), batch_size):
         pixels = processor(images=list(images[i : i + batch_size]))["pixel_values"]
-        out.append(model.get_image_features(pixel_values=pixels))
+        out.append(model.get_image_features(pixel_values=pixels.to(model.device)))
     return torch.cat(out)
 
 
@@ -158,7 +179,7 @@ def evaluate_benchmark(model, processor, world, methods: tuple[str, ...] = ("com
     ground_truths = [list(t) for t in queries["target_ids"]]
     position = {g: i for i, g in enumerate(gallery_ids)}
     ref_tokens = index.features[[position[r] for r in references]]
-    texts = processor(text=list(queries["modification_text"]))
+    texts = processor(text=list(queries["modification_text"])).to(model.device)
     results = {}
     for method in methods:
         if method == "image":
@@ -167,6 +188,7 @@ def evaluate_benchmark(model, processor, world, methods: tuple[str, ...] = ("com
             query = model.get_text_features(texts["input_ids"], texts["attention_mask"])
         elif method == "composed":
             ref_pixels = processor(images=[world.gallery[position[r]]["image"] for r in references])["pixel_values"]
+            ref_pixels = ref_pixels.to(model.device)
             query = torch.cat(
                 [
                     model.get_composed_features(
@@ -246,7 +268,7 @@ def train_mra(args: QuickstartArguments, stage1_model, processor, triplets, outp
         logging_steps=max(1, args.train_steps // 5),
         save_strategy="no",
         report_to=[],
-        use_cpu=True,
+        use_cpu=args.device == "cpu",
         dataloader_num_workers=0,
         cache_vit_outputs=True,
         disable_tqdm=not args.show_progress,
@@ -357,21 +379,28 @@ def run_quickstart(args: QuickstartArguments) -> dict:
         vocab_size=len(processor.tokenizer),
         logit_temperature_min=args.temperature_min,
     )
-    model = MraCirModel(config)
+    model = MraCirModel(config).to(args.device)
+    if args.stage1_corpus_size:
+        from dataset_builders.synthetic_world import generate_alignment_corpus
+
+        corpus = generate_alignment_corpus(args.seed, args.stage1_corpus_size, args.image_size)
+    else:
+        corpus = (world.pool["image"], world.pool["caption"], world.pool["scene_graph"])
     stage1 = align_image_text(
         model,
         processor,
-        world.pool["image"],
-        world.pool["caption"],
+        corpus[0],
+        corpus[1],
         AlignmentArguments(
             max_steps=args.stage1_steps,
             batch_size=args.batch_size,
             learning_rate=args.stage1_learning_rate,
             seed=args.seed,
             itm_weight=args.stage1_itm_weight,
+            itm_negatives=args.stage1_itm_negatives,
         ),
         show_progress=args.show_progress,
-        groups=world.pool["scene_graph"],  # images with the same content are never each other's ITM negatives
+        groups=corpus[2],  # images with the same content are never each other's ITM negatives
     )
     stage1_dir = out / "stage1_model"
     model.save_pretrained(stage1_dir)
@@ -444,7 +473,12 @@ def run_quickstart(args: QuickstartArguments) -> dict:
         "window_ablation": ablation if args.ablation else {},
         "window_ablation_note": None if args.ablation else "skipped (--fast or --ablation false)",
         "timings_s": timings,
-        "environment": {"torch": torch.__version__, "python": platform.python_version(), "threads": args.num_threads},
+        "environment": {
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "threads": args.num_threads,
+            "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+        },
     }
     (out / "results.json").write_text(json.dumps(results, indent=2))
     plot_results(results, out / "results.png")

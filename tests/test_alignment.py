@@ -86,3 +86,19 @@ def test_align_image_text_trains_itm_head_only_with_itm(tiny_processor):
         align_image_text(_fresh_model(), tiny_processor, images, captions, groups=[0, 1], show_progress=False)
     with pytest.raises(ValueError, match="itm_weight"):
         AlignmentArguments(itm_weight=-1.0)
+
+
+def test_itm_negative_modes(tiny_processor):
+    """hard: the ITC logits as given; random: uniform (zeros); mixed: a seeded half of the rows uniform."""
+    from trainers.alignment import _negative_logits
+
+    logits = torch.randn(64, 64)
+    gen = torch.Generator().manual_seed(0)
+    assert torch.equal(_negative_logits(logits, AlignmentArguments(itm_negatives="hard"), gen), logits)
+    assert torch.equal(_negative_logits(logits, AlignmentArguments(itm_negatives="random"), gen), torch.zeros(64, 64))
+    mixed = _negative_logits(logits, AlignmentArguments(itm_negatives="mixed"), gen)
+    uniform_rows = (mixed == 0).all(dim=1)
+    assert 16 < int(uniform_rows.sum()) < 48
+    assert torch.equal(mixed[~uniform_rows], logits[~uniform_rows])
+    with pytest.raises(ValueError, match="itm_negatives"):
+        AlignmentArguments(itm_negatives="easy")

@@ -68,6 +68,16 @@ def test_fast_quickstart_improves_over_untrained(tmp_path):
     assert QuickstartArguments(fast=True).pool_size == results["settings"]["pool_size"]
 
 
+def test_device_option_is_validated():
+    assert QuickstartArguments(device="cpu").device == "cpu"
+    assert QuickstartArguments(device="auto").device == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="--device"):
+        QuickstartArguments(device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            QuickstartArguments(device="cuda")
+
+
 def test_help_lists_the_options(capsys):
     from mra_cir.commands.quickstart import main
 

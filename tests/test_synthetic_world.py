@@ -16,9 +16,11 @@ from dataset_builders.synthetic_world import (
     apply_edit,
     build_world,
     canonical,
+    generate_alignment_corpus,
     generate_benchmark,
     generate_pool,
     has_held_out_pair,
+    pool_caption,
     render_scene,
     world_texts,
 )
@@ -46,6 +48,19 @@ def test_pool_never_contains_held_out_pairs():
     for row in _pool(0, 400):
         graph = json.loads(row["scene_graph"])
         assert not has_held_out_pair(graph), row
+
+
+def test_alignment_corpus_is_its_own_draw_without_held_out_pairs():
+    images, captions, graphs = generate_alignment_corpus(0, 300)
+    assert len(images) == len(captions) == len(graphs) == 300
+    assert not any(has_held_out_pair(json.loads(g)) for g in graphs)
+    pool = _pool(0, 300)
+    assert graphs != [r["scene_graph"] for r in pool]  # not the pool: another random stream of the same seed
+    again = generate_alignment_corpus(0, 300)
+    assert again[1] == captions and np.array_equal(np.asarray(again[0][5]), np.asarray(images[5]))
+    assert generate_alignment_corpus(1, 300)[2] != graphs
+    for caption, graph in zip(captions, graphs):  # the pool's alt-text templates, describing the drawn scene
+        assert caption in {pool_caption(json.loads(graph), t) for t in range(len(CAPTION_TEMPLATES))}
 
 
 def test_every_query_uses_a_held_out_pair_and_one_edit():

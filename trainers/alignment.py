@@ -62,6 +62,12 @@ class AlignmentArguments:
     weight_decay: float = field(default=0.01, metadata={"help": "Stage-1 AdamW weight decay."})
     seed: int = field(default=0, metadata={"help": "Stage-1 batch order seed."})
     itm_weight: float = field(default=1.0, metadata={"help": "Weight of the image-text matching loss (0: ITC only)."})
+    itm_negatives: str = field(
+        default="hard",
+        metadata={
+            "help": "ITM negatives: hard (drawn from the ITC similarities, BLIP-2), random, or mixed (half each)."
+        },
+    )
 
     def __post_init__(self):
         for name in ("max_steps", "batch_size"):
@@ -71,6 +77,10 @@ class AlignmentArguments:
             raise ValueError(f"AlignmentArguments.learning_rate must be > 0, got {self.learning_rate}")
         if self.itm_weight < 0:
             raise ValueError(f"AlignmentArguments.itm_weight must be >= 0, got {self.itm_weight}")
+        if self.itm_negatives not in ("hard", "random", "mixed"):
+            raise ValueError(
+                f"AlignmentArguments.itm_negatives must be hard, random or mixed, got {self.itm_negatives!r}"
+            )
 
 
 def itc_loss(text_embeds: torch.Tensor, image_embeds: torch.Tensor, logit_temperature) -> torch.Tensor:
@@ -143,21 +153,36 @@ def itm_loss(
         if groups is None:
             groups = torch.arange(batch, device=itc_logits.device)
         same = groups[:, None] == groups[None, :]
-        weights_t2i = F.softmax(itc_logits.float(), dim=1).masked_fill(same, 0.0)
-        weights_i2t = F.softmax(itc_logits.float().t(), dim=1).masked_fill(same, 0.0)
+        # drawn on the CPU (a B x B matrix), so a CPU generator serves every device and draws the same negatives
+        itc_logits, same = itc_logits.detach().float().cpu(), same.cpu()
+        weights_t2i = F.softmax(itc_logits, dim=1).masked_fill(same, 0.0)
+        weights_i2t = F.softmax(itc_logits.t(), dim=1).masked_fill(same, 0.0)
         valid_t = weights_t2i.sum(1) > 0
         valid_i = weights_i2t.sum(1) > 0
         # rows without a valid negative draw anything (their pair is dropped below)
         neg_image = torch.multinomial(torch.where(valid_t[:, None], weights_t2i, 1.0), 1, generator=generator)[:, 0]
         neg_text = torch.multinomial(torch.where(valid_i[:, None], weights_i2t, 1.0), 1, generator=generator)[:, 0]
-    t_rows = valid_t.nonzero()[:, 0]  # text i with a negative image
-    i_rows = valid_i.nonzero()[:, 0]  # image i with a negative text
+    device = input_ids.device
+    t_rows = valid_t.nonzero()[:, 0].to(device)  # text i with a negative image
+    i_rows = valid_i.nonzero()[:, 0].to(device)  # image i with a negative text
+    neg_image, neg_text = neg_image.to(device), neg_text.to(device)
     vision = torch.cat([vision_embeds, vision_embeds[neg_image[t_rows]], vision_embeds[i_rows]])
     ids = torch.cat([input_ids, input_ids[t_rows], input_ids[neg_text[i_rows]]])
     mask = torch.cat([attention_mask, attention_mask[t_rows], attention_mask[neg_text[i_rows]]])
     labels = torch.zeros(ids.shape[0], dtype=torch.long, device=ids.device)
     labels[:batch] = 1
     return F.cross_entropy(itm_logits(model, vision, ids, mask).float(), labels)
+
+
+def _negative_logits(itc_logits: torch.Tensor, args: AlignmentArguments, generator: torch.Generator) -> torch.Tensor:
+    """The logits ITM draws its negatives from: the ITC ones (hard), zeros (uniform: random), or zeros on a random
+    half of the rows (mixed)."""
+    if args.itm_negatives == "hard":
+        return itc_logits
+    if args.itm_negatives == "random":
+        return torch.zeros_like(itc_logits)
+    uniform = (torch.rand(itc_logits.shape[0], generator=generator) < 0.5).to(itc_logits.device)
+    return itc_logits.masked_fill(uniform[:, None], 0.0)
 
 
 def align_image_text(
@@ -197,7 +222,7 @@ def align_image_text(
         [group_index.setdefault(g, len(group_index)) for g in (groups if groups is not None else range(len(images)))]
     )
     start = time.perf_counter()
-    encoded = processor(images=list(images), text=list(captions), return_tensors="pt")
+    encoded = processor(images=list(images), text=list(captions), return_tensors="pt").to(model.device)
     pixel_values, input_ids, attention_mask = encoded["pixel_values"], encoded["input_ids"], encoded["attention_mask"]
     model.train()
     for parameter in model.parameters():
@@ -233,7 +258,9 @@ def align_image_text(
                 vision_embeds,
                 input_ids[index],
                 attention_mask[index],
-                max_sim_logits(text_embeds, image_embeds).detach() / tau.detach(),
+                _negative_logits(
+                    max_sim_logits(text_embeds, image_embeds).detach() / tau.detach(), args, itm_generator
+                ),
                 groups=group_ids[index],
                 generator=itm_generator,
             )
