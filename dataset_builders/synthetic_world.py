@@ -230,20 +230,35 @@ def generate_pool(seed: int, pool_size: int, image_size: int = 32):
         )
 
 
-def generate_alignment_corpus(seed: int, size: int, image_size: int = 32) -> tuple[list, list[str], list[str]]:
+def generate_alignment_corpus(
+    seed: int, size: int, image_size: int = 32, edit_pairs: bool = False
+) -> tuple[list, list[str], list[str]]:
     """A captioned corpus for stage-1 alignment, disjoint from the pool: `(images, captions, scene_graphs)`.
 
     The stand-in for the web-scale image-text data a real BLIP-2 was pretrained on: drawn like the pool (no
     `HELD_OUT_PAIRS`, the pool's caption templates) from its own random stream, so the unlabeled pool stays unlabeled
     and the benchmark stays zero-shot.
+
+    Args:
+        edit_pairs (`bool`, defaults to `False`): draw the corpus as consecutive pairs, a scene and the same scene with
+            one attribute of one object changed (never into a held-out pair), each with its own caption: in-batch
+            hard negatives for contrastive training when a pair shares a batch (NegCLIP-style), which web-scale data
+            provides by sheer size and a 20k-image corpus does not. No modification text is written.
     """
     rng = np.random.default_rng([seed, 3])
     images, captions, graphs = [], [], []
-    for _ in range(size):
-        graph = sample_scene(rng, held_out="never")
+
+    def add(graph: dict) -> None:
         captions.append(pool_caption(graph, int(rng.integers(len(CAPTION_TEMPLATES)))))
         images.append(render_scene(graph, image_size, rng))
         graphs.append(canonical(graph))
+
+    while len(images) < size:
+        graph = sample_scene(rng, held_out="never")
+        add(graph)
+        if edit_pairs and len(images) < size:
+            edits = [e for e in possible_edits(graph) if not has_held_out_pair(apply_edit(graph, e))]
+            add(apply_edit(graph, edits[int(rng.integers(len(edits)))]))
     return images, captions, graphs
 
 

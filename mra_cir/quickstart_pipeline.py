@@ -48,7 +48,14 @@ class QuickstartArguments:
     stage1_steps: int | None = field(default=None, metadata={"help": "Stage-1 steps (default 2000; fast 400)."})
     train_steps: int | None = field(default=None, metadata={"help": "MRA training steps (default 500; fast 200)."})
     hidden_size: int = field(default=64, metadata={"help": "Width of the ViT and the Q-Former."})
-    num_layers: int = field(default=2, metadata={"help": "Layers of the ViT and of the Q-Former."})
+    num_layers: int = field(default=2, metadata={"help": "Layers of the ViT (and of the Q-Former, see below)."})
+    qformer_layers: int | None = field(
+        default=None,
+        metadata={
+            "help": "Q-Former layers (default: --num_layers). The composed query's text position sees the image only "
+            "through the query tokens, one self-attention hop per layer after the first."
+        },
+    )
     patch_size: int = field(default=8, metadata={"help": "ViT patch side in pixels."})
     num_query_tokens: int = field(default=8, metadata={"help": "Q-Former query tokens (Q)."})
     batch_size: int = field(default=64, metadata={"help": "Batch size of both stages."})
@@ -65,6 +72,12 @@ class QuickstartArguments:
     stage1_corpus_size: int = field(
         default=0,
         metadata={"help": "Stage-1 captioned corpus size, drawn apart from the pool (0: the pool's own captions)."},
+    )
+    stage1_edit_pairs: bool = field(
+        default=False,
+        metadata={
+            "help": "Stage-1 corpus as scene / one-edit-variant pairs kept in one batch (in-batch hard negatives)."
+        },
     )
     learning_rate: float = field(default=1e-3, metadata={"help": "MRA training (stage 2) learning rate."})
     targets_per_reference: int = field(default=3, metadata={"help": "Targets mined per pool image (in the window)."})
@@ -112,6 +125,16 @@ class QuickstartArguments:
             raise ValueError(f"--mining_reduce must be 'max' or 'mean_max', got {self.mining_reduce!r}")
         if self.num_threads < 1:
             raise ValueError(f"--num_threads must be >= 1, got {self.num_threads}")
+        if self.stage1_corpus_size != 0 and self.stage1_corpus_size < 2:
+            raise ValueError(f"--stage1_corpus_size must be 0 (the pool) or >= 2, got {self.stage1_corpus_size}")
+        if self.stage1_edit_pairs and not self.stage1_corpus_size:
+            raise ValueError("--stage1_edit_pairs needs --stage1_corpus_size (edit pairs are drawn for that corpus)")
+        if self.stage1_itm_negatives not in ("hard", "random", "mixed"):
+            raise ValueError(
+                f"--stage1_itm_negatives must be hard, random or mixed, got {self.stage1_itm_negatives!r}"
+            )
+        if self.qformer_layers is not None and self.qformer_layers < 1:
+            raise ValueError(f"--qformer_layers must be >= 1, got {self.qformer_layers}")
         if self.device == "auto":
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
         if self.device not in ("cpu", "cuda"):
@@ -379,11 +402,14 @@ def run_quickstart(args: QuickstartArguments) -> dict:
         vocab_size=len(processor.tokenizer),
         logit_temperature_min=args.temperature_min,
     )
+    config.qformer_config.num_hidden_layers = args.qformer_layers or args.num_layers
     model = MraCirModel(config).to(args.device)
     if args.stage1_corpus_size:
         from dataset_builders.synthetic_world import generate_alignment_corpus
 
-        corpus = generate_alignment_corpus(args.seed, args.stage1_corpus_size, args.image_size)
+        corpus = generate_alignment_corpus(
+            args.seed, args.stage1_corpus_size, args.image_size, edit_pairs=args.stage1_edit_pairs
+        )
     else:
         corpus = (world.pool["image"], world.pool["caption"], world.pool["scene_graph"])
     stage1 = align_image_text(
@@ -398,6 +424,7 @@ def run_quickstart(args: QuickstartArguments) -> dict:
             seed=args.seed,
             itm_weight=args.stage1_itm_weight,
             itm_negatives=args.stage1_itm_negatives,
+            batch_blocks=2 if args.stage1_edit_pairs and args.stage1_corpus_size else 1,
         ),
         show_progress=args.show_progress,
         groups=corpus[2],  # images with the same content are never each other's ITM negatives
@@ -459,7 +486,8 @@ def run_quickstart(args: QuickstartArguments) -> dict:
             "window_in_pool": main["window_in_pool"],
             "model": {
                 "hidden_size": args.hidden_size,
-                "layers": args.num_layers,
+                "vit_layers": args.num_layers,
+                "qformer_layers": args.qformer_layers or args.num_layers,
                 "query_tokens": args.num_query_tokens,
                 "embed_dim": 64,
                 "patch_size": args.patch_size,

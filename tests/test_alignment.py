@@ -102,3 +102,20 @@ def test_itm_negative_modes(tiny_processor):
     assert torch.equal(mixed[~uniform_rows], logits[~uniform_rows])
     with pytest.raises(ValueError, match="itm_negatives"):
         AlignmentArguments(itm_negatives="easy")
+
+
+def test_block_permutation_keeps_blocks_together():
+    from trainers.alignment import block_permutation
+
+    gen = torch.Generator().manual_seed(0)
+    order = block_permutation(11, 2, gen).tolist()
+    assert sorted(order) == list(range(11)) and order[-1] == 10  # the incomplete block goes last
+    assert order[:10] != list(range(10))  # shuffled
+    for position in range(0, 10, 2):  # pairs (2k, 2k+1) adjacent and aligned: a batch of 64 never splits one
+        assert order[position] % 2 == 0 and order[position + 1] == order[position] + 1
+    assert (
+        block_permutation(5, 1, torch.Generator().manual_seed(0)).tolist()
+        == torch.randperm(5, generator=torch.Generator().manual_seed(0)).tolist()
+    )
+    with pytest.raises(ValueError, match="batch_blocks"):
+        AlignmentArguments(batch_blocks=0)

@@ -63,6 +63,17 @@ def test_alignment_corpus_is_its_own_draw_without_held_out_pairs():
         assert caption in {pool_caption(json.loads(graph), t) for t in range(len(CAPTION_TEMPLATES))}
 
 
+def test_alignment_corpus_edit_pairs_differ_by_one_attribute():
+    images, captions, graphs = generate_alignment_corpus(2, 101, edit_pairs=True)
+    assert len(images) == 101
+    assert not any(has_held_out_pair(json.loads(g)) for g in graphs)
+    for first, second in zip(graphs[0:100:2], graphs[1:100:2]):
+        a, b = json.loads(first), json.loads(second)
+        assert a["background"] == b["background"] and len(a["objects"]) == len(b["objects"])
+        changed = [(k, oa[k], ob[k]) for oa, ob in zip(a["objects"], b["objects"]) for k in oa if oa[k] != ob[k]]
+        assert len(changed) == 1 and changed[0][0] in ("shape", "color", "size"), (first, second)
+
+
 def test_every_query_uses_a_held_out_pair_and_one_edit():
     gallery, queries = generate_benchmark(1, 40)
     by_id = {g["id"]: g for g in gallery}
