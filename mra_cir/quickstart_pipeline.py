@@ -104,8 +104,8 @@ class QuickstartArguments:
         default="cpu",
         metadata={
             "help": "Where stages 1 and 2 and the evaluation run: cpu (the documented default), cuda or auto "
-            "(cuda when available). Mining and the agent stay on the CPU. Same seed and device -> same table; the "
-            "figures differ between devices (different kernels)."
+            "(cuda when available). Mining and the agent stay on the CPU. On the CPU the same seed gives the same "
+            "table; GPU kernels give other figures and are not guaranteed to repeat bit for bit."
         },
     )
     show_progress: bool = field(default=True, metadata={"help": "Progress bars."})
