@@ -222,12 +222,17 @@ def generate_pool(seed: int, pool_size: int, image_size: int = 32):
     rng = np.random.default_rng([seed, 1])
     for i in range(pool_size):
         graph = sample_scene(rng, held_out="never")
-        caption = pool_caption(graph, int(rng.integers(len(CAPTION_TEMPLATES))))
-        image = render_scene(graph, image_size, rng)
+        caption, image = _captioned_render(graph, image_size, rng)
         yield (
             f"pool_{i:05d}",
             {"id": f"pool_{i:05d}", "image": image, "scene_graph": canonical(graph), "caption": caption},
         )
+
+
+def _captioned_render(graph: dict, image_size: int, rng: np.random.Generator) -> tuple[str, Image.Image]:
+    """A pool-style caption (random template) and a rendering of `graph`, drawn from `rng` in that order."""
+    caption = pool_caption(graph, int(rng.integers(len(CAPTION_TEMPLATES))))
+    return caption, render_scene(graph, image_size, rng)
 
 
 def generate_alignment_corpus(
@@ -249,8 +254,9 @@ def generate_alignment_corpus(
     images, captions, graphs = [], [], []
 
     def add(graph: dict) -> None:
-        captions.append(pool_caption(graph, int(rng.integers(len(CAPTION_TEMPLATES)))))
-        images.append(render_scene(graph, image_size, rng))
+        caption, image = _captioned_render(graph, image_size, rng)
+        captions.append(caption)
+        images.append(image)
         graphs.append(canonical(graph))
 
     while len(images) < size:

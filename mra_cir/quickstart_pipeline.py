@@ -129,7 +129,9 @@ class QuickstartArguments:
             raise ValueError(f"--stage1_corpus_size must be 0 (the pool) or >= 2, got {self.stage1_corpus_size}")
         if self.stage1_edit_pairs and not self.stage1_corpus_size:
             raise ValueError("--stage1_edit_pairs needs --stage1_corpus_size (edit pairs are drawn for that corpus)")
-        if self.stage1_itm_negatives not in ("hard", "random", "mixed"):
+        from trainers.alignment import ITM_NEGATIVES
+
+        if self.stage1_itm_negatives not in ITM_NEGATIVES:
             raise ValueError(
                 f"--stage1_itm_negatives must be hard, random or mixed, got {self.stage1_itm_negatives!r}"
             )

@@ -47,6 +47,9 @@ from tqdm.auto import tqdm
 
 from modeling_mra_cir.modeling_mra_cir import max_sim_logits
 
+#: how ITM draws its negatives (`AlignmentArguments.itm_negatives`)
+ITM_NEGATIVES = ("hard", "random", "mixed")
+
 
 @dataclass
 class AlignmentArguments:
@@ -90,7 +93,7 @@ class AlignmentArguments:
             raise ValueError(f"AlignmentArguments.itm_weight must be >= 0, got {self.itm_weight}")
         if self.batch_blocks < 1:
             raise ValueError(f"AlignmentArguments.batch_blocks must be >= 1, got {self.batch_blocks}")
-        if self.itm_negatives not in ("hard", "random", "mixed"):
+        if self.itm_negatives not in ITM_NEGATIVES:
             raise ValueError(
                 f"AlignmentArguments.itm_negatives must be hard, random or mixed, got {self.itm_negatives!r}"
             )
