@@ -1,9 +1,10 @@
 """The offline quickstart: the whole MRA-CIR pipeline on the synthetic world, on a CPU, in minutes.
 
-build the world -> stage 1 (BLIP-2's image-text contrastive and matching objectives, the stand-in for pretrained
-BLIP-2) -> zero-shot baselines on the benchmark -> embed + mine the pool with the rank window -> scene agent
-(captions, modification texts) -> triplets through the real builder (`MraTriplets`) -> `MraCirTrainer` -> evaluate;
-plus the window ablation (same number of triplets and steps per window). Writes `results.json`, `results.png` and prints a table.
+build the world -> stage 1 (BLIP-2's image-text contrastive objective, with its matching and captioning objectives as
+options: the stand-in for pretrained BLIP-2) -> zero-shot baselines on the benchmark -> embed + mine the pool with the
+rank window -> scene agent (captions, modification texts) -> triplets through the real builder (`MraTriplets`) ->
+`MraCirTrainer` -> evaluate; plus the window ablation (same number of triplets and steps per window). Writes
+`results.json`, `results.png` and prints a table.
 
 Rank windows are given in the paper's ranks (51-60 of ~1.2M ImageNet images) and scaled linearly with the pool size
 relative to `--window_reference_pool_size` (default 2000, the default pool, where the paper's numbers are used as they
@@ -45,7 +46,7 @@ class QuickstartArguments:
     pool_size: int | None = field(default=None, metadata={"help": "Pool images (default 2000; fast 600)."})
     num_queries: int | None = field(default=None, metadata={"help": "Benchmark queries (default 200; fast 100)."})
     image_size: int = field(default=32, metadata={"help": "Image side in pixels (the model's image size)."})
-    stage1_steps: int | None = field(default=None, metadata={"help": "Stage-1 steps (default 2000; fast 400)."})
+    stage1_steps: int | None = field(default=None, metadata={"help": "Stage-1 steps (default 6000; fast 1200)."})
     train_steps: int | None = field(default=None, metadata={"help": "MRA training steps (default 500; fast 200)."})
     hidden_size: int = field(default=64, metadata={"help": "Width of the ViT and the Q-Former."})
     num_layers: int = field(default=2, metadata={"help": "Layers of the ViT (and of the Q-Former, see below)."})
@@ -58,12 +59,23 @@ class QuickstartArguments:
     )
     patch_size: int = field(default=8, metadata={"help": "ViT patch side in pixels."})
     num_query_tokens: int = field(default=8, metadata={"help": "Q-Former query tokens (Q)."})
-    batch_size: int = field(default=64, metadata={"help": "Batch size of both stages."})
+    batch_size: int = field(default=64, metadata={"help": "Batch size of MRA training (stage 2)."})
+    stage1_batch_size: int | None = field(
+        default=None, metadata={"help": "Stage-1 batch size (in-batch negatives; default: --batch_size)."}
+    )
     stage1_learning_rate: float = field(default=3e-4, metadata={"help": "Stage-1 learning rate."})
     stage1_itm_weight: float = field(
-        default=1.0,
+        default=0.0,
         metadata={
-            "help": "Stage-1 image-text matching (ITM, hard negatives) loss weight; 0 = contrastive (ITC) only."
+            "help": "Stage-1 image-text matching (ITM, BLIP-2's hard negatives) loss weight; 0 (the default) = "
+            "contrastive (ITC) only: at this scale ITM stays at its constant-prior loss and costs half the time."
+        },
+    )
+    stage1_itg_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Stage-1 image-grounded text generation (ITG, BLIP-2's captioning loss through the fused path) "
+            "weight; 0 = off."
         },
     )
     stage1_itm_negatives: str = field(
@@ -114,7 +126,7 @@ class QuickstartArguments:
         fast = self.fast
         self.pool_size = self.pool_size or (600 if fast else 2000)
         self.num_queries = self.num_queries or (100 if fast else 200)
-        self.stage1_steps = self.stage1_steps or (400 if fast else 2000)
+        self.stage1_steps = self.stage1_steps or (1200 if fast else 6000)
         self.train_steps = self.train_steps or (200 if fast else 500)
         self.num_triplets = self.num_triplets or int(0.9 * self.pool_size)
         self.ablation = (not fast) if self.ablation is None else self.ablation
@@ -135,6 +147,10 @@ class QuickstartArguments:
             raise ValueError(
                 f"--stage1_itm_negatives must be hard, random or mixed, got {self.stage1_itm_negatives!r}"
             )
+        if self.stage1_batch_size is not None and self.stage1_batch_size < 2:
+            raise ValueError(f"--stage1_batch_size must be >= 2 (in-batch negatives), got {self.stage1_batch_size}")
+        if self.stage1_itg_weight < 0:
+            raise ValueError(f"--stage1_itg_weight must be >= 0, got {self.stage1_itg_weight}")
         if self.qformer_layers is not None and self.qformer_layers < 1:
             raise ValueError(f"--qformer_layers must be >= 1, got {self.qformer_layers}")
         if self.device == "auto":
@@ -421,11 +437,12 @@ def run_quickstart(args: QuickstartArguments) -> dict:
         corpus[1],
         AlignmentArguments(
             max_steps=args.stage1_steps,
-            batch_size=args.batch_size,
+            batch_size=args.stage1_batch_size or args.batch_size,
             learning_rate=args.stage1_learning_rate,
             seed=args.seed,
             itm_weight=args.stage1_itm_weight,
             itm_negatives=args.stage1_itm_negatives,
+            itg_weight=args.stage1_itg_weight,
             batch_blocks=2 if args.stage1_edit_pairs and args.stage1_corpus_size else 1,
         ),
         show_progress=args.show_progress,
@@ -498,7 +515,10 @@ def run_quickstart(args: QuickstartArguments) -> dict:
             "world": world.settings,
             "gallery_size": len(world.gallery),
         },
-        "stage1": {k: v for k, v in stage1.items() if k != "arguments"},
+        "stage1": {
+            **{k: v for k, v in stage1.items() if k != "arguments"},
+            "batch_size": stage1["arguments"]["batch_size"],
+        },
         "triplets": {"budget_per_window": budget, "builder_summary": _jsonable(main["summary"])},
         "window_ablation": ablation if args.ablation else {},
         "window_ablation_note": None if args.ablation else "skipped (--fast or --ablation false)",

@@ -1,4 +1,4 @@
-"""Stage-1 alignment (the quickstart's stand-in for pretrained BLIP-2): ITC + ITM with in-batch hard negatives."""
+"""Stage-1 alignment (the quickstart's stand-in for pretrained BLIP-2): ITC, ITM with in-batch hard negatives, ITG."""
 
 from __future__ import annotations
 
@@ -119,3 +119,92 @@ def test_block_permutation_keeps_blocks_together():
     )
     with pytest.raises(ValueError, match="batch_blocks"):
         AlignmentArguments(batch_blocks=0)
+
+
+def _itg_hidden(model, vision, ids, mask):
+    from trainers.alignment import itg_attention_mask
+
+    q, batch = model.config.num_query_tokens, ids.shape[0]
+    embeds = model.embeddings(input_ids=ids, query_embeds=model.query_tokens.expand(batch, -1, -1))
+    full = torch.cat([torch.ones(batch, q, dtype=mask.dtype), mask], dim=1)
+    return model.qformer(
+        query_embeds=embeds,
+        query_length=q,
+        attention_mask=itg_attention_mask(model, full, embeds),
+        encoder_hidden_states=vision,
+        encoder_attention_mask=torch.ones(vision.shape[:-1], dtype=torch.long),
+    ).last_hidden_state
+
+
+def test_itg_mask_is_causal_over_text_and_hides_text_from_queries(tiny_processor):
+    """Changing caption token k changes nothing before it (queries included); the image reaches the text."""
+    model = _fresh_model().eval()
+    batch = _batch(tiny_processor, 2)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    vision = model.get_vision_outputs(batch["pixel_values"])
+    q, k = model.config.num_query_tokens, 2
+    changed = ids.clone()
+    changed[0, k] = (ids[0, k] + 1) % model.config.qformer_config.vocab_size
+    with torch.no_grad():
+        base, edited = _itg_hidden(model, vision, ids, mask), _itg_hidden(model, vision, changed, mask)
+        other_image = _itg_hidden(model, vision.flip(0), ids, mask)
+    torch.testing.assert_close(base[0, : q + k], edited[0, : q + k])  # queries and the text before token k
+    assert not torch.allclose(base[0, q + k :], edited[0, q + k :])
+    assert not torch.allclose(base[0, q], other_image[0, q])  # the first text position ([CLS]) reads the image
+
+
+def test_itg_loss_is_next_token_cross_entropy_without_padding(tiny_processor):
+    """The loss equals next-token cross-entropy over the tied word embeddings, padding excluded."""
+    from trainers.alignment import itg_loss
+
+    model = _fresh_model().eval()
+    from modeling_mra_cir.tiny import random_image
+
+    batch = tiny_processor(images=[random_image(0), random_image(1)], text=["a red circle on the left", "a cross"])
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    assert int(mask.sum()) < mask.numel()  # the second caption is padded
+    vision = model.get_vision_outputs(batch["pixel_values"])
+    q = model.config.num_query_tokens
+    with torch.no_grad():
+        loss = itg_loss(model, vision, ids, mask)
+        hidden = _itg_hidden(model, vision, ids, mask)[:, q:-1]
+        logits = hidden @ model.embeddings.word_embeddings.weight.t()
+        terms = [
+            F.cross_entropy(logits[i, : int(mask[i].sum()) - 1], ids[i, 1 : int(mask[i].sum())], reduction="sum")
+            for i in range(2)
+        ]
+    torch.testing.assert_close(loss, sum(terms) / (int(mask.sum()) - 2))
+
+
+def test_align_image_text_with_itg_lowers_generation_loss(tiny_processor):
+    from modeling_mra_cir.tiny import random_image
+    from trainers.alignment import itg_loss
+
+    images = [random_image(i) for i in range(8)]
+    captions = [f"a {c} circle" for c in ("red", "green", "blue", "yellow", "white", "black", "red", "green")]
+    model = _fresh_model()
+    batch = tiny_processor(images=images, text=captions)
+
+    def generation() -> float:
+        with torch.no_grad():
+            return float(
+                itg_loss(
+                    model,
+                    model.get_vision_outputs(batch["pixel_values"]),
+                    batch["input_ids"],
+                    batch["attention_mask"],
+                )
+            )
+
+    before = generation()
+    summary = align_image_text(
+        model,
+        tiny_processor,
+        images,
+        captions,
+        AlignmentArguments(max_steps=60, batch_size=8, itm_weight=0.0, itg_weight=1.0, warmup_steps=1),
+        show_progress=False,
+    )
+    assert summary["final_itg_loss"] is not None and generation() < 0.75 * before
+    with pytest.raises(ValueError, match="itg_weight"):
+        AlignmentArguments(itg_weight=-0.5)

@@ -75,6 +75,8 @@ def test_fast_quickstart_improves_over_untrained(tmp_path):
         ({"stage1_edit_pairs": True}, "needs --stage1_corpus_size"),
         ({"stage1_itm_negatives": "easy"}, "stage1_itm_negatives"),
         ({"qformer_layers": 0}, "qformer_layers"),
+        ({"stage1_batch_size": 1}, "stage1_batch_size"),
+        ({"stage1_itg_weight": -1.0}, "stage1_itg_weight"),
     ],
 )
 def test_stand_in_options_are_validated(options, message):
@@ -104,18 +106,21 @@ def test_help_lists_the_options(capsys):
 
 
 def test_stand_in_options_reach_the_model(tmp_path):
-    """A tiny run with a separate edit-pair corpus, ITC only and 3 Q-Former layers: the saved model has them."""
+    """A tiny run with a separate edit-pair corpus, ITC + ITG (no ITM), its own stage-1 batch size and 3 Q-Former
+    layers: the saved model and the results have them."""
     from modeling_mra_cir import MraCirModel
     from mra_cir.commands.quickstart import main
 
     torch.set_num_threads(1)
     options = ["--pool_size", "40", "--num_queries", "6", "--stage1_steps", "3", "--train_steps", "2", "--batch_size", "8",
                "--num_triplets", "16", "--ablation", "false", "--show_progress", "false", "--qformer_layers", "3",
-               "--stage1_corpus_size", "64", "--stage1_edit_pairs", "true", "--stage1_itm_weight", "0"]  # fmt: skip
+               "--stage1_corpus_size", "64", "--stage1_edit_pairs", "true", "--stage1_itm_weight", "0",
+               "--stage1_itg_weight", "0.5", "--stage1_batch_size", "16"]  # fmt: skip
     assert main([*options, "--output_dir", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["settings"]["model"]["qformer_layers"] == 3 and results["settings"]["model"]["vit_layers"] == 2
     assert results["stage1"]["final_itm_loss"] is None and results["settings"]["stage1_corpus_size"] == 64
+    assert results["stage1"]["final_itg_loss"] > 0 and results["stage1"]["batch_size"] == 16
     model = MraCirModel.from_pretrained(tmp_path / "mra_model")
     assert model.config.qformer_config.num_hidden_layers == 3 and model.config.vision_config.num_hidden_layers == 2
     assert results["environment"]["device"] == "cpu"
