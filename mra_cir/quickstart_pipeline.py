@@ -18,6 +18,7 @@ random pairs mostly two or three changes. The ablation reports what each window 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -112,6 +113,13 @@ class QuickstartArguments:
         default=None, metadata={"help": "Run the window ablation (default: on; off in fast)."}
     )
     num_threads: int = field(default=1, metadata={"help": "torch CPU threads (1 is fastest for these tiny models)."})
+    window_workers: int = field(
+        default=2,
+        metadata={
+            "help": "Processes that train and evaluate the mining windows side by side (each with --num_threads "
+            "threads); the results do not depend on it. 1 = one after another in this process."
+        },
+    )
     device: str = field(
         default="cpu",
         metadata={
@@ -137,6 +145,8 @@ class QuickstartArguments:
             raise ValueError(f"--mining_reduce must be 'max' or 'mean_max', got {self.mining_reduce!r}")
         if self.num_threads < 1:
             raise ValueError(f"--num_threads must be >= 1, got {self.num_threads}")
+        if self.window_workers < 1:
+            raise ValueError(f"--window_workers must be >= 1, got {self.window_workers}")
         if self.stage1_corpus_size != 0 and self.stage1_corpus_size < 2:
             raise ValueError(f"--stage1_corpus_size must be 0 (the pool) or >= 2, got {self.stage1_corpus_size}")
         if self.stage1_edit_pairs and not self.stage1_corpus_size:
@@ -321,6 +331,64 @@ def train_mra(args: QuickstartArguments, stage1_model, processor, triplets, outp
     return model, {"train_loss": output.training_loss, "steps": output.global_step}
 
 
+def train_and_evaluate_window(job: dict) -> dict:
+    """Stage 2 and its evaluation for one mining window, from the saved stage-1 model (a worker's unit of work).
+
+    `job`: `args` ([`QuickstartArguments`]), `window`, `triplets` (the window's budgeted `datasets.Dataset`),
+    `stage1_dir`, `save_dir` (where the trained model goes, or None). Every window starts from the same checkpoint
+    with the same seed, so the result does not depend on which process runs it, or in which order.
+
+    Returns:
+        `dict`: `window`, `metrics` (see [`evaluate_benchmark`]), `train` (loss and steps), `seconds`.
+    """
+    from dataset_builders.synthetic_world import build_world
+    from modeling_mra_cir import MraCirModel, MraCirProcessor
+
+    started = time.perf_counter()
+    args: QuickstartArguments = job["args"]
+    torch.set_num_threads(args.num_threads)
+    out = Path(args.output_dir)
+    world = build_world(
+        args.seed, args.pool_size, args.num_queries, args.image_size, cache_dir=out / "cache" / "world"
+    )
+    model = MraCirModel.from_pretrained(job["stage1_dir"]).to(args.device)
+    processor = MraCirProcessor.from_pretrained(job["stage1_dir"])
+    trained, train_metrics = train_mra(args, model, processor, job["triplets"], out / "train" / job["window"])
+    metrics = evaluate_benchmark(trained, processor, world, methods=("composed",))["composed"]
+    if job["save_dir"] is not None:
+        trained.save_pretrained(job["save_dir"])
+        processor.save_pretrained(job["save_dir"])
+    return {
+        "window": job["window"],
+        "metrics": metrics,
+        "train": train_metrics,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+def run_windows(args: QuickstartArguments, jobs: list[dict]) -> list[dict]:
+    """[`train_and_evaluate_window`] for every job: in this process, or in `args.window_workers` spawned processes
+    (progress bars off there; each window's time is reported when it ends)."""
+    workers = min(args.window_workers, len(jobs))
+    if workers <= 1:
+        return [train_and_evaluate_window(job) for job in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    quiet = [{**job, "args": dataclasses.replace(job["args"], show_progress=False)} for job in jobs]
+    results = {}
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(train_and_evaluate_window, job): job["window"] for job in quiet}
+        for future in as_completed(futures):
+            result = future.result()
+            results[result["window"]] = result
+            print(
+                f"[quickstart] window {result['window']}: trained and evaluated in {result['seconds']:.1f} s",
+                flush=True,
+            )
+    return [results[job["window"]] for job in jobs]
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Reporting
 # ----------------------------------------------------------------------------------------------------------------------
@@ -476,23 +544,31 @@ def run_quickstart(args: QuickstartArguments) -> dict:
         b["triplets"] = b["triplets"].shuffle(seed=args.seed).select(range(budget))
     lap("mine_agent_triplets")
 
-    # 7. train and evaluate
+    # 7. train and evaluate (every window from the saved stage-1 model, side by side when --window_workers > 1)
+    jobs = [
+        {
+            "args": args,
+            "window": window,
+            "triplets": built[window]["triplets"],
+            "stage1_dir": str(stage1_dir),
+            "save_dir": str(out / "mra_model") if window == args.window else None,
+        }
+        for window in windows
+    ]
     ablation = {}
-    for window in windows:
-        trained, train_metrics = train_mra(args, model, processor, built[window]["triplets"], out / "train" / window)
-        metrics = evaluate_benchmark(trained, processor, world, methods=("composed",))["composed"]
-        built[window].update(metrics=metrics, train=train_metrics)
+    for result in run_windows(args, jobs):
+        window, metrics = result["window"], result["metrics"]
+        built[window].update(metrics=metrics, train=result["train"])
         if window == args.window:
             evaluations["mra_trained"] = metrics
-            trained.save_pretrained(out / "mra_model")
-            processor.save_pretrained(out / "mra_model")
         ablation[window] = {
             **_metrics(metrics),
             "window_in_pool": built[window]["window_in_pool"],
             "triplets": budget,
-            "train_loss": round(train_metrics["train_loss"], 4),
+            "train_loss": round(result["train"]["train_loss"], 4),
         }
-        lap(f"train_eval_{window}")
+        timings[f"train_eval_{window}"] = result["seconds"]
+    lap("train_eval_all_windows")
     timings["total"] = round(time.perf_counter() - started, 2)
 
     main = built[args.window]
@@ -527,6 +603,7 @@ def run_quickstart(args: QuickstartArguments) -> dict:
             "torch": torch.__version__,
             "python": platform.python_version(),
             "threads": args.num_threads,
+            "window_workers": args.window_workers,
             "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
         },
     }

@@ -124,3 +124,25 @@ def test_stand_in_options_reach_the_model(tmp_path):
     model = MraCirModel.from_pretrained(tmp_path / "mra_model")
     assert model.config.qformer_config.num_hidden_layers == 3 and model.config.vision_config.num_hidden_layers == 2
     assert results["environment"]["device"] == "cpu"
+
+
+def test_window_workers_do_not_change_the_results(tmp_path):
+    """The ablation's windows trained in 2 spawned processes give exactly the table of one process, in window order."""
+    from mra_cir.commands.quickstart import main
+
+    torch.set_num_threads(1)
+    options = ["--pool_size", "40", "--num_queries", "6", "--stage1_steps", "3", "--train_steps", "3", "--batch_size", "8",
+               "--num_triplets", "16", "--ablation", "true", "--show_progress", "false", "--window_reference_pool_size",
+               "40"]  # fmt: skip
+    tables = {}
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        assert main([*options, "--window_workers", str(workers), "--output_dir", str(out)]) == 0
+        results = json.loads((out / "results.json").read_text())
+        assert results["environment"]["window_workers"] == workers
+        assert (out / "mra_model" / "config.json").exists()
+        tables[workers] = (results["methods"], results["window_ablation"])
+    assert tables[1] == tables[2]
+    assert list(tables[2][1]) == ["51,60", "1,1", "11,20", "91,100", "random"]
+    with pytest.raises(ValueError, match="window_workers"):
+        QuickstartArguments(window_workers=0)
