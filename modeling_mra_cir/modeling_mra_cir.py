@@ -328,15 +328,21 @@ class MraCirModel(MraCirPreTrainedModel):
         return F.normalize(self.text_projection(hidden), dim=-1)
 
     def get_fused_hidden_states(
-        self, vision_embeds: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+        self,
+        vision_embeds: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        causal_text: bool = False,
     ) -> torch.Tensor:
         """The Q-Former over query tokens and text together, cross-attending to the image (BLIP-2's fused path,
-        shared by the composed query and image-text matching).
+        shared by the composed query, image-text matching and image-grounded text generation).
 
         Args:
             vision_embeds (`torch.Tensor` of shape `(B, P, vision_hidden)`): ViT outputs ([`get_vision_outputs`]).
             input_ids (`torch.LongTensor` of shape `(B, L)`): text tokens.
             attention_mask (`torch.LongTensor` of shape `(B, L)`, *optional*): text padding mask.
+            causal_text (`bool`, defaults to `False`): BLIP-2's ITG mask instead of bidirectional attention: queries
+                see only queries, text sees every query and the text before it (see [`_causal_text_mask`]).
 
         Returns:
             `torch.Tensor` of shape `(B, Q + L, qformer_hidden)`: the Q query positions, then the L text positions.
@@ -349,14 +355,37 @@ class MraCirModel(MraCirPreTrainedModel):
         query_mask = torch.ones((batch, q), dtype=attention_mask.dtype, device=attention_mask.device)
         embeds = self.embeddings(input_ids=input_ids, query_embeds=query_tokens)
         vision_mask = torch.ones(vision_embeds.shape[:-1], dtype=torch.long, device=vision_embeds.device)
+        mask = torch.cat([query_mask, attention_mask], dim=1)
+        if causal_text:
+            mask = self._causal_text_mask(mask, embeds)
         out = self.qformer(
             query_embeds=embeds,
             query_length=q,
-            attention_mask=torch.cat([query_mask, attention_mask], dim=1),
+            attention_mask=mask,
             encoder_hidden_states=vision_embeds,
             encoder_attention_mask=vision_mask,
         )
         return out.last_hidden_state
+
+    def _causal_text_mask(self, attention_mask: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
+        """BLIP-2's ITG mask over `[Q query tokens; L text tokens]` (`attention_mask`: `(B, Q + L)` padding mask):
+        queries see only queries, text sees every query and the text before it, never padding. Built on the
+        Q-Former's own padding mask, in its format (boolean, or additive float for eager attention), so the attention
+        backend takes it as it is. Returns `(B, 1, Q + L, Q + L)`."""
+        from transformers.masking_utils import create_bidirectional_mask
+
+        q, total = self.config.num_query_tokens, attention_mask.shape[1]
+        padding = create_bidirectional_mask(
+            config=self.qformer.config, inputs_embeds=embeds, attention_mask=attention_mask
+        )
+        if padding is None:  # no padding at all: the backend's "attend everywhere"
+            padding = torch.ones((attention_mask.shape[0], 1, total, total), dtype=torch.bool, device=embeds.device)
+        rows = torch.arange(total, device=embeds.device)[:, None]
+        cols = torch.arange(total, device=embeds.device)[None, :]
+        allowed = (cols < q) | ((rows >= q) & (cols <= rows))
+        if padding.dtype == torch.bool:
+            return padding & allowed
+        return padding.masked_fill(~allowed, torch.finfo(padding.dtype).min)
 
     def clamped_logit_temperature(self) -> torch.Tensor:
         """tau, clamped to `[logit_temperature_min, logit_temperature_max]`."""

@@ -17,7 +17,6 @@ random pairs mostly two or three changes. The ablation reports what each window 
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import math
@@ -300,12 +299,12 @@ def build_triplets(args: QuickstartArguments, q1: int, q2: int, images: Path, mo
     return builder.as_dataset(split="train"), builder.build_summary()
 
 
-def train_mra(args: QuickstartArguments, stage1_model, processor, triplets, output_dir: Path) -> tuple[object, dict]:
-    """Stage 2: `MraCirTrainer` on the triplets from a copy of the stage-1 model -> `(model, train metrics)`."""
+def train_mra(args: QuickstartArguments, model, processor, triplets, output_dir: Path) -> tuple[object, dict]:
+    """Stage 2: `MraCirTrainer` on the triplets, training `model` (a stage-1 model) in place ->
+    `(model, train metrics)`."""
     from trainers.mra_cir_config import MraCirTrainingArguments
     from trainers.mra_cir_trainer import MraCirTrainer
 
-    model = copy.deepcopy(stage1_model)
     training_args = MraCirTrainingArguments(
         output_dir=str(output_dir),
         max_steps=args.train_steps,

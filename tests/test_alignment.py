@@ -122,18 +122,7 @@ def test_block_permutation_keeps_blocks_together():
 
 
 def _itg_hidden(model, vision, ids, mask):
-    from trainers.alignment import itg_attention_mask
-
-    q, batch = model.config.num_query_tokens, ids.shape[0]
-    embeds = model.embeddings(input_ids=ids, query_embeds=model.query_tokens.expand(batch, -1, -1))
-    full = torch.cat([torch.ones(batch, q, dtype=mask.dtype), mask], dim=1)
-    return model.qformer(
-        query_embeds=embeds,
-        query_length=q,
-        attention_mask=itg_attention_mask(model, full, embeds),
-        encoder_hidden_states=vision,
-        encoder_attention_mask=torch.ones(vision.shape[:-1], dtype=torch.long),
-    ).last_hidden_state
+    return model.get_fused_hidden_states(vision, ids, mask, causal_text=True)
 
 
 def test_itg_mask_is_causal_over_text_and_hides_text_from_queries(tiny_processor):

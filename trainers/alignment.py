@@ -202,41 +202,13 @@ def itm_loss(
     return F.cross_entropy(itm_logits(model, vision, ids, mask).float(), labels)
 
 
-def itg_attention_mask(model, attention_mask: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
-    """BLIP-2's ITG mask over `[Q query tokens; L text tokens]`: queries see only queries; text sees every query and
-    the text before it (causal), never padding. Built on the Q-Former's own padding mask, in its format (boolean, or
-    additive float for the eager attention), so the attention backend takes it as it is.
-
-    Args:
-        attention_mask (`torch.LongTensor` of shape `(B, Q + L)`): the padding mask of queries and text.
-        embeds (`torch.Tensor` of shape `(B, Q + L, H)`): the embeddings (dtype and device).
-
-    Returns:
-        `torch.Tensor` of shape `(B, 1, Q + L, Q + L)`.
-    """
-    from transformers.masking_utils import create_bidirectional_mask
-
-    q, total = model.config.num_query_tokens, attention_mask.shape[1]
-    padding = create_bidirectional_mask(
-        config=model.qformer.config, inputs_embeds=embeds, attention_mask=attention_mask
-    )
-    if padding is None:  # no padding at all: the backend's "attend everywhere"
-        padding = torch.ones((attention_mask.shape[0], 1, total, total), dtype=torch.bool, device=embeds.device)
-    rows = torch.arange(total, device=embeds.device)[:, None]
-    cols = torch.arange(total, device=embeds.device)[None, :]
-    allowed = (cols < q) | ((rows >= q) & (cols <= rows))
-    if padding.dtype == torch.bool:
-        return padding & allowed
-    return padding.masked_fill(~allowed, torch.finfo(padding.dtype).min)
-
-
 def itg_loss(
     model, vision_embeds: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
 ) -> torch.Tensor:
     """Image-grounded text generation (BLIP-2's ITG): every text position predicts the next caption token, seeing the
     image only through the query tokens (queries cross-attend to the image; text attends to the queries and the text
-    before it, [`itg_attention_mask`]). It trains the path the composed query takes (text positions reading the
-    image through the queries). The prediction head is the word-embedding matrix (tied, no new parameter), so the
+    before it: `get_fused_hidden_states(..., causal_text=True)`). It trains the path the composed query takes (text
+    positions reading the image through the queries). The prediction head is the word-embedding matrix (tied, no new parameter), so the
     checkpoint keeps its layout; the first position ([CLS], BLIP-2's [DEC]) predicts the first word.
 
     Args:
@@ -248,18 +220,8 @@ def itg_loss(
         `torch.Tensor` of shape `()`: mean cross-entropy over the predicted (non-padding) tokens.
     """
     input_ids, attention_mask = model._strip_image_tokens(input_ids, attention_mask)
-    batch, q = input_ids.shape[0], model.config.num_query_tokens
-    query_mask = torch.ones((batch, q), dtype=attention_mask.dtype, device=attention_mask.device)
-    embeds = model.embeddings(input_ids=input_ids, query_embeds=model.query_tokens.expand(batch, -1, -1))
-    mask = itg_attention_mask(model, torch.cat([query_mask, attention_mask], dim=1), embeds)
-    vision_mask = torch.ones(vision_embeds.shape[:-1], dtype=torch.long, device=vision_embeds.device)
-    hidden = model.qformer(
-        query_embeds=embeds,
-        query_length=q,
-        attention_mask=mask,
-        encoder_hidden_states=vision_embeds,
-        encoder_attention_mask=vision_mask,
-    ).last_hidden_state[:, q:-1]
+    q = model.config.num_query_tokens
+    hidden = model.get_fused_hidden_states(vision_embeds, input_ids, attention_mask, causal_text=True)[:, q:-1]
     logits = hidden @ model.embeddings.word_embeddings.weight.t()
     labels = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, -100)
     return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
@@ -399,4 +361,12 @@ def align_image_text(
     }
 
 
-__all__ = ["AlignmentArguments", "align_image_text", "block_permutation", "itc_loss", "itm_logits", "itm_loss"]
+__all__ = [
+    "AlignmentArguments",
+    "align_image_text",
+    "block_permutation",
+    "itc_loss",
+    "itg_loss",
+    "itm_logits",
+    "itm_loss",
+]
