@@ -13,6 +13,10 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("mra_cir.commands.demo", "Smoke demo: tiny random model saved, reloaded with AutoModel, one query."),
     "quickstart": ("mra_cir.commands.quickstart", "The offline synthetic world, end to end (the README's main job)."),
+    "quickstart-diagnostics": (
+        "mra_cir.commands.quickstart_diagnostics",
+        "Input ablations and top-1 kinds of a finished quickstart run.",
+    ),
     "mine": ("mra_cir.commands.mine", "Mine (reference, target) pairs from image features with a rank window."),
     "search": ("mra_cir.commands.search", "Search a gallery index with a composed query (image + text)."),
     "build-triplets": ("mra_cir.commands.build_triplets", "Build MRA training triplets from a folder of images."),

@@ -24,6 +24,7 @@ import os
 import platform
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -208,57 +209,100 @@ def _image_tokens(model, processor, images, batch_size: int = 256) -> torch.Tens
     return torch.cat(out)
 
 
+#: what `benchmark_rankings` can rank the gallery with; `target_caption` is a ceiling of the stand-in, not a baseline
+BENCHMARK_METHODS = ("image", "text", "composed", "target_caption")
+
+
 @torch.no_grad()
-def evaluate_benchmark(model, processor, world, methods: tuple[str, ...] = ("composed",)) -> dict[str, dict]:
-    """Rank the gallery for every query and score it (reference excluded from its own ranking, CIRR-style).
+def benchmark_rankings(
+    model,
+    processor,
+    world,
+    methods: tuple[str, ...] = ("composed",),
+    reference_order: Sequence[int] | None = None,
+    text_order: Sequence[int] | None = None,
+    k: int = max(CURVE_KS),
+) -> dict[str, list[list[str]]]:
+    """The top `k` gallery ids of every benchmark query, per method (the query's reference excluded, CIRR-style).
 
     Methods: `image` (reference image tokens, max over token pairs), `text` (`get_text_features` of the modification
-    text), `composed` (`get_composed_features`). Every ground truth of a query counts (CIRCO-style mAP@10).
+    text), `composed` (`get_composed_features`), `target_caption` (the target's exact caption in the pool's first
+    template through the text path: what the stand-in could reach if the query were perfectly composed).
 
-    Returns:
-        `dict`: method -> `{"R@1", "R@5", "R@10", "mAP@10", "curve": {K: R@K}}`, in percent.
+    Args:
+        reference_order, text_order (`Sequence[int]`, *optional*): query i takes the reference image (text) of query
+            `order[i]`; its ground truths and excluded reference stay its own (the input ablations of
+            `mra_cir.quickstart_diagnostics`). Default: every query its own.
     """
+    from dataset_builders.synthetic_world import pool_caption
     from modeling_mra_cir.gallery_index import GalleryIndex
-    from trainers.cir_metrics import map_at_k, recall_at_k
 
+    unknown = [m for m in methods if m not in BENCHMARK_METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown} (one of {', '.join(BENCHMARK_METHODS)})")
     model.eval()
     gallery_ids = list(world.gallery["id"])
     index = GalleryIndex(_image_tokens(model, processor, world.gallery["image"]), gallery_ids)
     queries = world.queries
     references = list(queries["reference_id"])
-    ground_truths = [list(t) for t in queries["target_ids"]]
+    count = len(references)
+    reference_order = list(range(count)) if reference_order is None else list(reference_order)
+    text_order = list(range(count)) if text_order is None else list(text_order)
+    for name, order in (("reference_order", reference_order), ("text_order", text_order)):
+        if len(order) != count or not all(0 <= i < count for i in order):
+            raise ValueError(f"{name} must give one query index in [0, {count}) per query, got {len(order)} entries")
     position = {g: i for i, g in enumerate(gallery_ids)}
-    ref_tokens = index.features[[position[r] for r in references]]
-    texts = processor(text=list(queries["modification_text"])).to(model.device)
-    results = {}
+    source_rows = [position[references[i]] for i in reference_order]
+    modifications = queries["modification_text"]
+    texts = processor(text=[modifications[i] for i in text_order]).to(model.device)
+    rankings = {}
     for method in methods:
         if method == "image":
-            query = ref_tokens
+            query = index.features[source_rows]
         elif method == "text":
             query = model.get_text_features(texts["input_ids"], texts["attention_mask"])
-        elif method == "composed":
-            ref_pixels = processor(images=[world.gallery[position[r]]["image"] for r in references])["pixel_values"]
-            ref_pixels = ref_pixels.to(model.device)
+        elif method == "target_caption":
+            captions = [pool_caption(json.loads(graph), 0) for graph in queries["target_scene_graph"]]
+            encoded = processor(text=captions).to(model.device)
+            query = model.get_text_features(encoded["input_ids"], encoded["attention_mask"])
+        else:
+            pixels = processor(images=[world.gallery[row]["image"] for row in source_rows])["pixel_values"]
+            pixels = pixels.to(model.device)
             query = torch.cat(
                 [
                     model.get_composed_features(
-                        ref_pixels[i : i + 256], texts["input_ids"][i : i + 256], texts["attention_mask"][i : i + 256]
+                        pixels[i : i + 256], texts["input_ids"][i : i + 256], texts["attention_mask"][i : i + 256]
                     )
-                    for i in range(0, len(references), 256)
+                    for i in range(0, count, 256)
                 ]
             )
-        else:
-            raise ValueError(f"unknown method {method!r} (image, text, composed)")
-        _, rankings = index.search(query, k=max(CURVE_KS), exclude=references)
-        curve = recall_at_k(rankings, ground_truths, ks=CURVE_KS)
-        results[method] = {
-            "R@1": 100 * curve[1],
-            "R@5": 100 * curve[5],
-            "R@10": 100 * curve[10],
-            "mAP@10": 100 * map_at_k(rankings, ground_truths, ks=(10,))[10],
-            "curve": {str(k): 100 * v for k, v in curve.items()},
-        }
-    return results
+        _, rankings[method] = index.search(query, k=k, exclude=references)
+    return rankings
+
+
+def score_rankings(rankings: list[list[str]], ground_truths: list[list[str]]) -> dict:
+    """`{"R@1", "R@5", "R@10", "mAP@10", "curve": {K: R@K}}` in percent (every ground truth counts: CIRCO-style mAP)."""
+    from trainers.cir_metrics import map_at_k, recall_at_k
+
+    curve = recall_at_k(rankings, ground_truths, ks=CURVE_KS)
+    return {
+        "R@1": 100 * curve[1],
+        "R@5": 100 * curve[5],
+        "R@10": 100 * curve[10],
+        "mAP@10": 100 * map_at_k(rankings, ground_truths, ks=(10,))[10],
+        "curve": {str(k): 100 * v for k, v in curve.items()},
+    }
+
+
+def evaluate_benchmark(model, processor, world, methods: tuple[str, ...] = ("composed",)) -> dict[str, dict]:
+    """Rank the gallery for every query ([`benchmark_rankings`]) and score it ([`score_rankings`]).
+
+    Returns:
+        `dict`: method -> `{"R@1", "R@5", "R@10", "mAP@10", "curve": {K: R@K}}`, in percent.
+    """
+    ground_truths = [list(t) for t in world.queries["target_ids"]]
+    rankings = benchmark_rankings(model, processor, world, methods)
+    return {method: score_rankings(ranked, ground_truths) for method, ranked in rankings.items()}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -391,11 +435,16 @@ def run_windows(args: QuickstartArguments, jobs: list[dict]) -> list[dict]:
 # ----------------------------------------------------------------------------------------------------------------------
 # Reporting
 # ----------------------------------------------------------------------------------------------------------------------
-def format_table(rows: dict[str, dict], title: str) -> str:
+def format_table(rows: dict[str, dict], title: str, keys: Sequence[str] = METRIC_KEYS) -> str:
+    """`rows` (name -> {key: number}) as a fixed-width table under `title`; floats with one decimal, ints as they are."""
     width = max(len(name) for name in rows) + 2
-    lines = [title, "method".ljust(width) + "".join(k.rjust(9) for k in METRIC_KEYS)]
-    for name, metrics in rows.items():
-        lines.append(name.ljust(width) + "".join(f"{metrics[k]:9.1f}" for k in METRIC_KEYS))
+    columns = [max(9, len(k) + 2) for k in keys]
+    lines = [title, "method".ljust(width) + "".join(k.rjust(c) for k, c in zip(keys, columns))]
+    for name, values in rows.items():
+        cells = (
+            f"{values[k]:{c}d}" if isinstance(values[k], int) else f"{values[k]:{c}.1f}" for k, c in zip(keys, columns)
+        )
+        lines.append(name.ljust(width) + "".join(cells))
     return "\n".join(lines)
 
 
@@ -632,10 +681,13 @@ def clean_caches(output_dir: str | Path) -> None:
 
 __all__ = [
     "ABLATION_WINDOWS",
+    "BENCHMARK_METHODS",
     "METHODS",
     "QuickstartArguments",
+    "benchmark_rankings",
     "evaluate_benchmark",
     "parse_window",
     "run_quickstart",
     "scale_window",
+    "score_rankings",
 ]

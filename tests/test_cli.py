@@ -23,7 +23,17 @@ def run_cli(*args: str, timeout: int = 180) -> subprocess.CompletedProcess:
 def test_top_level_help_lists_every_command(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for name in ("demo", "quickstart", "mine", "search", "build-triplets", "train", "evaluate", "evaluate-rankings"):
+    for name in (
+        "demo",
+        "quickstart",
+        "quickstart-diagnostics",
+        "mine",
+        "search",
+        "build-triplets",
+        "train",
+        "evaluate",
+        "evaluate-rankings",
+    ):
         assert name in COMMANDS and f"  {name} " in out
 
 
