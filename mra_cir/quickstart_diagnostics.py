@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from mra_cir.quickstart_pipeline import benchmark_rankings, format_table, score_rankings
+from mra_cir.quickstart_pipeline import benchmark_gallery_index, benchmark_rankings, format_table, score_rankings
 
 #: what a top-1 can be (gallery roles of the synthetic benchmark, seen from one query)
 TOP1_KINDS = ("target", "reference_distractor", "text_distractor", "other_query")
@@ -66,33 +66,6 @@ def derangement(count: int, seed: int) -> list[int]:
     return result
 
 
-def top1_kinds(world, rankings: list[list[str]]) -> dict[str, int]:
-    """How many top-1s are each of `TOP1_KINDS` (see the module docstring)."""
-    gallery_ids = list(world.gallery["id"])
-    roles = list(world.gallery["role"])
-    position = {g: i for i, g in enumerate(gallery_ids)}
-    references = list(world.queries["reference_id"])
-    starts = sorted(position[r] for r in references)
-    owner_of_start = {position[r]: q for q, r in enumerate(references)}
-    owner, current = [], None  # every query's gallery rows follow its reference
-    for row in range(len(gallery_ids)):
-        if row in owner_of_start:
-            current = owner_of_start[row]
-        owner.append(current)
-    if starts and starts[0] != 0:
-        raise ValueError("the gallery does not start with a reference: not a synthetic-world benchmark")
-    counts = dict.fromkeys(TOP1_KINDS, 0)
-    for query, (ranked, targets) in enumerate(zip(rankings, world.queries["target_ids"])):
-        row = position[ranked[0]]
-        if ranked[0] in targets:
-            counts["target"] += 1
-        elif owner[row] == query and roles[row] in TOP1_KINDS:
-            counts[roles[row]] += 1
-        else:
-            counts["other_query"] += 1
-    return counts
-
-
 def attribute_distance(first: dict, second: dict) -> int:
     """Attributes by which two scene graphs differ: the background, and per slot the colour, shape and size (an object
     present in one scene only counts 3)."""
@@ -109,47 +82,76 @@ def attribute_distance(first: dict, second: dict) -> int:
     return distance
 
 
-def top1_distances(world, rankings: list[list[str]]) -> list[int]:
-    """Per query, [`attribute_distance`] between its top-1 and its target (0: the top-1 is a target)."""
-    graphs = dict(zip(world.gallery["id"], world.gallery["scene_graph"]))
-    targets = world.queries["target_scene_graph"]
-    return [attribute_distance(json.loads(graphs[ranked[0]]), json.loads(t)) for ranked, t in zip(rankings, targets)]
+class Top1Judge:
+    """Reads a synthetic benchmark once and judges the top-1 of each query's ranking: its kind (`TOP1_KINDS`), its
+    [`attribute_distance`] to the target, and whether it shows the query's edit."""
 
+    def __init__(self, world):
+        gallery_ids = list(world.gallery["id"])
+        self.roles = dict(zip(gallery_ids, world.gallery["role"]))
+        self.graphs = {g: json.loads(x) for g, x in zip(gallery_ids, world.gallery["scene_graph"])}
+        queries = world.queries
+        self.targets = [set(t) for t in queries["target_ids"]]
+        self.target_graphs = [json.loads(t) for t in queries["target_scene_graph"]]
+        self.edits = []  # (slot, attribute, new value) per query
+        for edit, reference in zip(queries["edit"], queries["reference_scene_graph"]):
+            edit = json.loads(edit)
+            slot = json.loads(reference)["objects"][edit["object"]]["position"]
+            self.edits.append((slot, edit["attribute"], edit["new"]))
+        owner_of = {r: q for q, r in enumerate(queries["reference_id"])}
+        if gallery_ids and gallery_ids[0] not in owner_of:
+            raise ValueError("the gallery does not start with a reference: not a synthetic-world benchmark")
+        self.owner, current = {}, None  # every query's gallery rows follow its reference
+        for g in gallery_ids:
+            current = owner_of.get(g, current)
+            self.owner[g] = current
 
-def top1_shows_edit(world, rankings: list[list[str]]) -> list[bool]:
-    """Per query, whether its top-1 has the edit: the edited slot holds an object with the edit's new value."""
-    graphs = dict(zip(world.gallery["id"], world.gallery["scene_graph"]))
-    shown = []
-    for ranked, edit, reference in zip(rankings, world.queries["edit"], world.queries["reference_scene_graph"]):
-        edit = json.loads(edit)
-        slot = json.loads(reference)["objects"][edit["object"]]["position"]
-        top = {o["position"]: o for o in json.loads(graphs[ranked[0]])["objects"]}
-        shown.append(slot in top and top[slot][edit["attribute"]] == edit["new"])
-    return shown
+    def kind(self, query: int, top: str) -> str:
+        if top in self.targets[query]:
+            return "target"
+        if self.owner[top] == query and self.roles[top] in TOP1_KINDS:
+            return self.roles[top]
+        return "other_query"
+
+    def distance(self, query: int, top: str) -> int:
+        return attribute_distance(self.graphs[top], self.target_graphs[query])
+
+    def shows_edit(self, query: int, top: str) -> bool:
+        slot, attribute, new = self.edits[query]
+        objects = {o["position"]: o for o in self.graphs[top]["objects"]}
+        return slot in objects and objects[slot][attribute] == new
+
+    def summary(self, rankings: list[list[str]]) -> dict:
+        """The top-1 fields of one diagnosed row (see [`diagnose_model`])."""
+        tops = [ranked[0] for ranked in rankings]
+        count = len(tops)
+        distances = [self.distance(q, top) for q, top in enumerate(tops)]
+        kinds = dict.fromkeys(TOP1_KINDS, 0)
+        for q, top in enumerate(tops):
+            kinds[self.kind(q, top)] += 1
+        return {
+            "top1_attributes_off": round(sum(distances) / count, 3),
+            "top1_within_one_attribute": round(100 * sum(d <= 1 for d in distances) / count, 2),
+            "top1_shows_edit": round(100 * sum(self.shows_edit(q, top) for q, top in enumerate(tops)) / count, 2),
+            "top1": kinds,
+        }
 
 
 def diagnose_model(model, processor, world, seed: int = 0) -> dict[str, dict]:
-    """Scores and top-1 kinds of every diagnosed query type for one model (see the module docstring)."""
+    """Scores and top-1 fields of every diagnosed query type for one model (see the module docstring); the gallery
+    is encoded once."""
     ground_truths = [list(t) for t in world.queries["target_ids"]]
     swap = derangement(len(ground_truths), seed)
-    runs = {**benchmark_rankings(model, processor, world, ("image", "composed", "target_caption"))}
-    runs["composed | reference of another query"] = benchmark_rankings(
-        model, processor, world, ("composed",), reference_order=swap
-    )["composed"]
-    runs["composed | text of another query"] = benchmark_rankings(
-        model, processor, world, ("composed",), text_order=swap
-    )["composed"]
+    index = benchmark_gallery_index(model, processor, world)
+    runs = benchmark_rankings(model, processor, world, ("image", "composed", "target_caption"), index=index)
+    for name, order in (("reference", {"reference_order": swap}), ("text", {"text_order": swap})):
+        ranked = benchmark_rankings(model, processor, world, ("composed",), index=index, **order)
+        runs[f"composed | {name} of another query"] = ranked["composed"]
+    judge = Top1Judge(world)
     out = {}
     for name, rankings in runs.items():
         scores = score_rankings(rankings, ground_truths)
-        distances = top1_distances(world, rankings)
-        out[name] = {
-            **{k: round(scores[k], 2) for k in ("R@1", "R@10", "mAP@10")},
-            "top1_attributes_off": round(sum(distances) / len(distances), 3),
-            "top1_within_one_attribute": round(100 * sum(d <= 1 for d in distances) / len(distances), 2),
-            "top1_shows_edit": round(100 * sum(top1_shows_edit(world, rankings)) / len(rankings), 2),
-            "top1": top1_kinds(world, rankings),
-        }
+        out[name] = {**{k: round(scores[k], 2) for k in ("R@1", "R@10", "mAP@10")}, **judge.summary(rankings)}
     return out
 
 
@@ -201,8 +203,8 @@ def format_report(report: dict) -> str:
         }
         title = (
             f"{name}, {report['queries']} queries. off: attributes by which the top-1 differs from the target (mean); "
-            "off<=1%: top-1 at most one attribute off; edit%: top-1 has the edited attribute's new value; then what the top-1 is (queries): a target, the query's own "
-            "reference / text distractor, another query's image"
+            "off<=1%: top-1 at most one attribute off; edit%: top-1 has the edited attribute's new value; then what "
+            "the top-1 is (queries): a target, the query's own reference / text distractor, another query's image"
         )
         tables.append(format_table(flat, title, keys=tuple(columns)))
     return "\n\n".join(tables)
@@ -211,9 +213,10 @@ def format_report(report: dict) -> str:
 __all__ = [
     "DiagnosticsArguments",
     "TOP1_KINDS",
+    "Top1Judge",
+    "attribute_distance",
     "derangement",
     "diagnose_model",
     "diagnose_run",
     "format_report",
-    "top1_kinds",
 ]

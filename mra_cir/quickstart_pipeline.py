@@ -214,6 +214,15 @@ BENCHMARK_METHODS = ("image", "text", "composed", "target_caption")
 
 
 @torch.no_grad()
+def benchmark_gallery_index(model, processor, world):
+    """The benchmark gallery encoded by `model` as a [`GalleryIndex`]."""
+    from modeling_mra_cir.gallery_index import GalleryIndex
+
+    model.eval()
+    return GalleryIndex(_image_tokens(model, processor, world.gallery["image"]), list(world.gallery["id"]))
+
+
+@torch.no_grad()
 def benchmark_rankings(
     model,
     processor,
@@ -222,6 +231,7 @@ def benchmark_rankings(
     reference_order: Sequence[int] | None = None,
     text_order: Sequence[int] | None = None,
     k: int = max(CURVE_KS),
+    index=None,
 ) -> dict[str, list[list[str]]]:
     """The top `k` gallery ids of every benchmark query, per method (the query's reference excluded, CIRR-style).
 
@@ -233,16 +243,17 @@ def benchmark_rankings(
         reference_order, text_order (`Sequence[int]`, *optional*): query i takes the reference image (text) of query
             `order[i]`; its ground truths and excluded reference stay its own (the input ablations of
             `mra_cir.quickstart_diagnostics`). Default: every query its own.
+        index ([`GalleryIndex`], *optional*): the gallery already encoded by this model ([`benchmark_gallery_index`]),
+            to rank several variants without encoding the gallery again.
     """
     from dataset_builders.synthetic_world import pool_caption
-    from modeling_mra_cir.gallery_index import GalleryIndex
 
     unknown = [m for m in methods if m not in BENCHMARK_METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown} (one of {', '.join(BENCHMARK_METHODS)})")
     model.eval()
     gallery_ids = list(world.gallery["id"])
-    index = GalleryIndex(_image_tokens(model, processor, world.gallery["image"]), gallery_ids)
+    index = index if index is not None else benchmark_gallery_index(model, processor, world)
     queries = world.queries
     references = list(queries["reference_id"])
     count = len(references)
@@ -682,6 +693,7 @@ def clean_caches(output_dir: str | Path) -> None:
 __all__ = [
     "ABLATION_WINDOWS",
     "BENCHMARK_METHODS",
+    "benchmark_gallery_index",
     "METHODS",
     "QuickstartArguments",
     "benchmark_rankings",
