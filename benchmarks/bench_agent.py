@@ -35,10 +35,10 @@ import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from dataset_builders.agent_base import AgentImage, ModificationRequest  # noqa: E402
-from dataset_builders.agent_cache import CachedAgent, ResponseCache  # noqa: E402
-from dataset_builders.agent_filters import OutputFilter  # noqa: E402
-from dataset_builders.agent_openai import OpenAIAgent  # noqa: E402
+from mra_cir.dataset_builders.agents.base import AgentImage, ModificationRequest  # noqa: E402
+from mra_cir.dataset_builders.agents.cache import CachedAgent, ResponseCache  # noqa: E402
+from mra_cir.dataset_builders.agents.filters import OutputFilter  # noqa: E402
+from mra_cir.dataset_builders.agents.openai_backend import OpenAIAgent  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
 

@@ -22,8 +22,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from transformers import Blip2Config, Blip2ForImageTextRetrieval, Blip2VisionModelWithProjection  # noqa: E402
 
-from modeling_mra_cir import MraCirModel  # noqa: E402
-from modeling_mra_cir.tiny import tiny_config  # noqa: E402
+from mra_cir.modeling_mra_cir import MraCirModel  # noqa: E402
+from mra_cir.tiny import tiny_config  # noqa: E402
 
 
 def realistic_config(queries: int = 32):

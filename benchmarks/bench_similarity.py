@@ -42,13 +42,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dataset_builders.mining import reference_rng  # noqa: E402
-from modeling_mra_cir.similarity import (  # noqa: E402
-    ApproximateTokenIndex,
-    default_block_sizes,
-    synthetic_clustered_tokens,
-    topk_token_similarity,
-)
+from mra_cir.dataset_builders.mra_triplets.mining import reference_rng  # noqa: E402
+from mra_cir.modeling_mra_cir.approximate_search import ApproximateTokenIndex  # noqa: E402
+from mra_cir.modeling_mra_cir.similarity import default_block_sizes, topk_token_similarity  # noqa: E402
+from mra_cir.tiny import synthetic_clustered_tokens  # noqa: E402
 
 
 class MatmulReference:

@@ -74,9 +74,8 @@ def median_step(ends: list[float], warmup: int) -> float:
 
 
 def build(bench: BenchArguments):
-    from modeling_mra_cir import MraCirModel
-    from modeling_mra_cir.tiny import offline_processor, tiny_config
-    from trainers.toy_triplets import TOY_WORDS, random_triplet_dataset
+    from mra_cir.modeling_mra_cir import MraCirModel
+    from mra_cir.tiny import TOY_WORDS, offline_processor, random_triplet_dataset, tiny_config
 
     config = tiny_config(
         hidden_size=bench.hidden_size,
@@ -97,7 +96,7 @@ def build(bench: BenchArguments):
 
 def trainer_step(bench, model, processor, dataset, out_dir, vit_cache=None, **options) -> float:
     """Median `MraCirTrainer` step time (a fresh copy of `model`)."""
-    from trainers.mra_cir_trainer import MraCirTrainer
+    from mra_cir.trainers.trainer import MraCirTrainer
 
     timer = StepTimer()
     trainer = MraCirTrainer(copy.deepcopy(model), _args(bench, out_dir, **options), train_dataset=dataset,
@@ -108,10 +107,10 @@ def trainer_step(bench, model, processor, dataset, out_dir, vit_cache=None, **op
 
 def plain_step(bench, model, processor, dataset) -> float:
     """The same work written by hand: DataLoader + collator, forward, backward, clip, AdamW."""
-    from trainers.batch_sampler import NoDuplicateTargetSampler
-    from trainers.collator import MraCirCollator
-    from trainers.mra_cir_config import MraCirTrainingArguments
-    from trainers.mra_cir_trainer import prepare_model_for_training
+    from mra_cir.trainers.collator import MraCirCollator
+    from mra_cir.trainers.freezing_and_lora import prepare_model_for_training
+    from mra_cir.trainers.sampler import NoDuplicateTargetSampler
+    from mra_cir.trainers.training_args import MraCirTrainingArguments
 
     device = torch.device(bench.device)
     model = prepare_model_for_training(copy.deepcopy(model), MraCirTrainingArguments("unused", report_to=[]))
@@ -163,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         result.update(plain_step_s=round(plain_s, 4), trainer_step_s=round(trainer_s, 4))
         result["trainer_over_plain_ratio"] = round(trainer_s / plain_s, 3)
 
-        from trainers.vit_cache import VitOutputCache
+        from mra_cir.trainers.vit_cache import VitOutputCache
 
         start = clock()
         cache = VitOutputCache().fill(model.to(bench.device), processor, dataset, batch_size=32, show_progress=False)
@@ -189,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _args(bench: BenchArguments, out_dir: str, **options):
-    from trainers.mra_cir_config import MraCirTrainingArguments
+    from mra_cir.trainers.training_args import MraCirTrainingArguments
 
     return MraCirTrainingArguments(
         out_dir,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 
-from trainers.train_script import main
+from mra_cir.commands.train import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -50,7 +50,7 @@ class MraCirConfig(PreTrainedConfig):
     Example:
 
     ```python
-    >>> from modeling_mra_cir import MraCirConfig, MraCirModel
+    >>> from mra_cir.modeling_mra_cir import MraCirConfig, MraCirModel
     >>> config = MraCirConfig(vision_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
     ...     "num_attention_heads": 4, "image_size": 32, "patch_size": 8, "initializer_range": 0.02},
     ...     qformer_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4,

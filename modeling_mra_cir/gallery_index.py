@@ -1,7 +1,7 @@
 """A gallery index: image token features with their ids, searched exactly with composed queries.
 
 One ranking code path serves evaluation, `mra-cir search` and the demo: [`GalleryIndex.search`] calls
-[`~modeling_mra_cir.similarity.topk_token_similarity`] (blocked exact top-k; ties -> lower gallery index first).
+[`~mra_cir.modeling_mra_cir.similarity.topk_token_similarity`] (blocked exact top-k; ties -> lower gallery index first).
 
 On disk (`save` / `load`): `features.safetensors` (tensor `features`, `(M, Q, D)`), `ids.json` (list of M strings)
 and `gallery_index.json` (reduction, optional model path, shape).
@@ -68,11 +68,14 @@ class GalleryIndex:
 
     @classmethod
     def from_image_features(cls, image_features, reduce: str = "max", model_path: str | None = None) -> GalleryIndex:
-        """Build from an [`~dataset_builders.image_features.ImageFeatures`] (its `features` and `ids`)."""
+        """Build from an [`~mra_cir.dataset_builders.mra_triplets.image_features.ImageFeatures`] (its `features` and `ids`)."""
         return cls(image_features.features, image_features.ids, reduce=reduce, model_path=model_path)
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def __contains__(self, id_: object) -> bool:
+        return id_ in self._position
 
     def __repr__(self) -> str:
         m, q, d = self.features.shape
@@ -84,6 +87,31 @@ class GalleryIndex:
             return self._position[id_]
         except KeyError:
             raise KeyError(f"id {id_!r} is not in the gallery index") from None
+
+    def score_candidates(self, queries: torch.Tensor, candidates: list[list[str]]) -> list[list[tuple[str, float]]]:
+        """Each query's own candidate ids (e.g. CIRR's image set), ranked by the same similarity as [`search`].
+
+        Args:
+            queries (`torch.Tensor` of shape `(B, D)` or `(B, Q, D)`): query vectors.
+            candidates (`list[list[str]]` of length B): ids to rank per query (ids absent from the gallery are
+                dropped).
+
+        Returns:
+            `list[list[tuple[str, float]]]`: per query, `(id, score)` by decreasing score; equal scores keep the
+            candidates' order.
+        """
+        if len(candidates) != queries.shape[0]:
+            raise ValueError(f"got {len(candidates)} candidate lists for {queries.shape[0]} queries")
+        out = []
+        for query, ids in zip(queries, candidates):
+            ids = [i for i in ids if i in self._position]
+            if not ids:
+                out.append([])
+                continue
+            keys = self.features[[self._position[i] for i in ids]]
+            scores, order = topk_token_similarity(query[None].detach(), keys, len(ids), reduce=self.reduce)
+            out.append([(ids[i], float(v)) for i, v in zip(order[0].tolist(), scores[0].tolist())])
+        return out
 
     def search(
         self, queries: torch.Tensor, k: int, exclude: list[str | None] | None = None

@@ -1,3 +1,4 @@
+# size: one modeling file per model, the transformers convention (outputs, loss and model; saved as remote code)
 """MRA-CIR: BLIP-2 (frozen ViT + Q-Former) with a composed-query head and a token-level max-sim InfoNCE loss.
 
 The module names are those of transformers' `Blip2ForImageTextRetrieval` (`vision_model`, `query_tokens`,
@@ -183,7 +184,7 @@ class MraCirModel(MraCirPreTrainedModel):
 
     ```python
     >>> from transformers import AutoModel
-    >>> import modeling_mra_cir  # registers mra_cir with the Auto classes
+    >>> import mra_cir.modeling_mra_cir  # registers mra_cir with the Auto classes
     >>> model = AutoModel.from_pretrained("path/to/mra-cir-model")  # or a BLIP-2 ITM checkpoint directory
     >>> target_tokens = model.get_image_features(pixel_values)                    # (B, Q, D)
     >>> query = model.get_composed_features(pixel_values, input_ids, attention_mask)  # (B, D)
@@ -457,7 +458,7 @@ class MraCirModel(MraCirPreTrainedModel):
         if kwargs.get("is_main_process", True):
             from pathlib import Path
 
-            from .model_card_mra_cir import render_model_card
+            from .model_card import render_model_card
 
             card = render_model_card(self.config, getattr(self, "training_summary", None))
             (Path(save_directory) / "README.md").write_text(card, encoding="utf-8")

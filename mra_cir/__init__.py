@@ -1,1 +1,1 @@
-"""Command-line entry points of mra-cir (the library lives in `modeling_mra_cir`, `dataset_builders`, `trainers`)."""
+"""Command-line entry points of mra-cir (the library lives in `mra_cir.modeling_mra_cir`, `mra_cir.dataset_builders`, `mra_cir.trainers`)."""

@@ -15,6 +15,7 @@ import torch  # noqa: E402
 torch.set_num_threads(1)  # tiny models: threads only add overhead (and contention on a shared 2-core machine)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+TESTS_DIR = Path(__file__).resolve().parent
 BENCHMARKS_DIR = Path(os.environ.get("MRA_CIR_BENCHMARKS_DIR", REPO_ROOT.parent / "shared" / "benchmarks"))
 
 WORDS = (
@@ -33,8 +34,8 @@ def benchmarks_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model():
-    from modeling_mra_cir import MraCirModel
-    from modeling_mra_cir.tiny import tiny_config
+    from mra_cir.modeling_mra_cir import MraCirModel
+    from mra_cir.tiny import tiny_config
 
     torch.manual_seed(0)
     return MraCirModel(tiny_config()).eval()
@@ -42,12 +43,12 @@ def tiny_model():
 
 @pytest.fixture(scope="session")
 def tiny_processor():
-    from modeling_mra_cir.tiny import offline_processor
+    from mra_cir.tiny import offline_processor
 
     return offline_processor(image_size=32, texts=[" ".join(WORDS)])
 
 
-from modeling_mra_cir.tiny import random_image  # noqa: E402,F401  (re-exported for the tests)
+from mra_cir.tiny import random_image  # noqa: E402,F401  (re-exported for the tests)
 
 
 @pytest.fixture
@@ -79,8 +80,7 @@ def tiny_vlm(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def processor():
     """An offline processor whose vocabulary covers the toy triplets' words."""
-    from modeling_mra_cir.tiny import offline_processor
-    from trainers.toy_triplets import TOY_WORDS
+    from mra_cir.tiny import TOY_WORDS, offline_processor
 
     return offline_processor(32, [" ".join(TOY_WORDS)])
 
@@ -88,6 +88,6 @@ def processor():
 @pytest.fixture(scope="session")
 def dataset():
     """16 random triplets over 12 random images, with the MRA triplet builder's features."""
-    from trainers.toy_triplets import random_triplet_dataset
+    from mra_cir.tiny import random_triplet_dataset
 
     return random_triplet_dataset(16, num_images=12, seed=0)

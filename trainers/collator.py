@@ -7,9 +7,10 @@ from typing import Any
 
 import torch
 
-from .vit_cache import VitOutputCache, _rgb
+from mra_cir.dataset_builders.mra_triplets.config import REQUIRED_COLUMNS
+from mra_cir.modeling_mra_cir.retrieval import rgb
 
-REQUIRED_COLUMNS = ("reference_image", "target_image", "modification_text")
+from .vit_cache import VitOutputCache
 
 
 class MraCirCollator:
@@ -76,7 +77,7 @@ class MraCirCollator:
             if embeds is not None:
                 batch[f"{side}_vision_embeds"] = embeds
             else:
-                images = [_rgb(row[f"{side}_image"]) for row in rows]
+                images = [rgb(row[f"{side}_image"]) for row in rows]
                 batch[f"{side}_pixel_values"] = self.processor.image_processor(images, return_tensors="pt")[
                     "pixel_values"
                 ]

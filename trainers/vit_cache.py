@@ -11,13 +11,14 @@ cache of 100k images needs ~72 GB: use `dtype=torch.bfloat16` and a `cache_dir` 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
+
+from mra_cir.modeling_mra_cir.retrieval import model_fingerprint, rgb
 
 CACHE_FILE = "vit_outputs.safetensors"
 META_FILE = "vit_outputs.json"
@@ -26,13 +27,7 @@ META_FILE = "vit_outputs.json"
 def vision_fingerprint(model) -> str:
     """A short hash of the vision tower's config and weights (a cache made with other weights is never reused)."""
     base = getattr(model, "get_base_model", lambda: model)()
-    vision = base.vision_model
-    digest = hashlib.sha256(json.dumps(vision.config.to_dict(), sort_keys=True, default=str).encode())
-    for name, param in sorted(vision.state_dict().items()):
-        flat = param.detach().float().flatten()
-        digest.update(name.encode())
-        digest.update(flat[:: max(1, flat.numel() // 64)].cpu().numpy().tobytes())
-    return digest.hexdigest()[:16]
+    return model_fingerprint(base.vision_model)
 
 
 class VitOutputCache:
@@ -152,7 +147,7 @@ class VitOutputCache:
             bar = tqdm(total=len(items), desc="caching ViT outputs", unit="img", disable=not show_progress)
             for start in range(0, len(items), batch_size):
                 chunk = items[start : start + batch_size]
-                images = [_rgb(columns[col][row][col]) for _, (col, row) in chunk]
+                images = [rgb(columns[col][row][col]) for _, (col, row) in chunk]
                 pixels = processor.image_processor(images, return_tensors="pt")["pixel_values"]
                 dtype = base.vision_model.embeddings.patch_embedding.weight.dtype
                 embeds = base.get_vision_outputs(pixels.to(device=device, dtype=dtype))
@@ -195,19 +190,6 @@ class VitOutputCache:
         if len(cache._index) != data.shape[0]:
             raise ValueError(f"{directory / META_FILE} lists {len(cache._index)} ids for {data.shape[0]} outputs")
         return cache
-
-
-def _rgb(image):
-    """A PIL image in RGB (datasets' `Image` feature decodes to PIL; `{"bytes"/"path"}` dicts are opened)."""
-    from PIL import Image
-
-    if isinstance(image, dict):
-        import io
-
-        image = Image.open(io.BytesIO(image["bytes"])) if image.get("bytes") else Image.open(image["path"])
-    if not isinstance(image, Image.Image):
-        raise TypeError(f"expected a PIL image, got {type(image).__name__}")
-    return image.convert("RGB") if image.mode != "RGB" else image
 
 
 __all__ = ["VitOutputCache", "vision_fingerprint"]

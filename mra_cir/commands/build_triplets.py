@@ -10,7 +10,6 @@ Example (the paper's agent, MiniCPM-V-2.6, served by vLLM behind the OpenAI-comp
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 from dataclasses import dataclass, field
@@ -57,28 +56,15 @@ class BuildTripletsArguments:
     private: bool = field(default=True, metadata={"help": "Private Hub repo."})
 
 
-def _ensure_backend(name: str) -> None:
-    from dataset_builders.agent_base import available_agent_backends
-
-    if name not in available_agent_backends():
-        for module in (f"dataset_builders.{name}_agent", f"dataset_builders.agent_{name}"):
-            try:
-                importlib.import_module(module)
-                break
-            except ImportError:
-                continue
-
-
 def main(argv: list[str] | None = None) -> int:
     (args,) = HfArgumentParser(BuildTripletsArguments).parse_args_into_dataclasses(args=argv)
     import os
     from pathlib import Path
 
-    from dataset_builders.agent_base import AgentError
-    from dataset_builders.mra_triplets import MraTriplets
-    from dataset_builders.publishing import export_triplets, push_triplets_to_hub
+    from mra_cir.dataset_builders.agents import AgentError
+    from mra_cir.dataset_builders.mra_triplets import MraTriplets
+    from mra_cir.dataset_builders.mra_triplets.publishing import export_triplets, push_triplets_to_hub
 
-    _ensure_backend(args.agent)
     options: dict = {}
     if args.agent_batch_size:
         options["batch_size"] = args.agent_batch_size

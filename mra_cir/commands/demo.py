@@ -36,9 +36,9 @@ def draw(shape: str, color: str, size: int = 64) -> Image.Image:
 
 def main(argv: list[str] | None = None) -> int:
     (args,) = HfArgumentParser(DemoArguments).parse_args_into_dataclasses(args=argv)
-    import modeling_mra_cir  # noqa: F401  (registers mra_cir with the Auto classes)
-    from modeling_mra_cir import MraCirModel
-    from modeling_mra_cir.tiny import offline_processor, tiny_config
+    import mra_cir.modeling_mra_cir  # noqa: F401  (registers mra_cir with the Auto classes)
+    from mra_cir.modeling_mra_cir import MraCirModel
+    from mra_cir.tiny import offline_processor, tiny_config
 
     gallery = {f"{color}_{shape}": draw(shape, color) for shape in SHAPES for color in COLORS}
     torch.manual_seed(args.seed)

@@ -24,7 +24,11 @@ from transformers import HfArgumentParser
 
 @dataclass
 class EvaluateArguments:
-    model: str = field(metadata={"help": "A saved MRA-CIR model directory (or anything AutoModel loads)."})
+    model: str = field(
+        metadata={
+            "help": "A saved MRA-CIR model folder, or a BLIP-2 ITM checkpoint (e.g. Salesforce/blip2-itm-vit-g)."
+        }
+    )
     benchmark: str = field(metadata={"help": "fashioniq, cirr or circo.", "choices": ["fashioniq", "cirr", "circo"]})
     data_root: str = field(metadata={"help": "The benchmark's folder in its official layout (annotations + images)."})
     split: str = field(default="val", metadata={"help": "val (metrics) or test (submission files)."})
@@ -52,7 +56,7 @@ class EvaluateArguments:
 
 def build_evaluator(args: EvaluateArguments):
     """The [`CirEvaluator`] subclass of `args.benchmark`, configured from the command's arguments."""
-    from trainers.evaluators import EVALUATORS
+    from mra_cir.evaluation import EVALUATORS
 
     kwargs = dict(
         data_root=args.data_root,
@@ -80,29 +84,19 @@ def build_evaluator(args: EvaluateArguments):
     return EVALUATORS[args.benchmark](**kwargs)
 
 
-def load_model(path: str, device: str | None = None, dtype: str = "float32"):
-    """`(model, processor)` from a saved model directory, in eval mode on `device`."""
-    import torch
-    from transformers import AutoModel, AutoProcessor
-
-    import modeling_mra_cir  # noqa: F401  (registers mra_cir with the Auto classes)
-
-    if dtype not in ("float32", "bfloat16", "float16"):
-        raise ValueError(f"--dtype must be float32, bfloat16 or float16, got {dtype!r}")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = AutoModel.from_pretrained(path, dtype=getattr(torch, dtype)).to(device).eval()
-    processor = AutoProcessor.from_pretrained(path)
-    return model, processor
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = HfArgumentParser(
         EvaluateArguments, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     (args,) = parser.parse_args_into_dataclasses(args=argv)
     try:
+        import torch
+
+        from mra_cir.modeling_mra_cir.loading import load_model_and_processor
+
         evaluator = build_evaluator(args)
-        model, processor = load_model(args.model, args.device, args.dtype)
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model, processor = load_model_and_processor(args.model, device=device, dtype=args.dtype)
         metrics = evaluator(model, processor)
     except (ValueError, FileNotFoundError) as e:
         print(f"mra-cir evaluate: error: {e}", file=sys.stderr)

@@ -1,6 +1,6 @@
 """`mra-cir mine`: image features in, (reference, target, rank, score) pairs out, as a `datasets.Dataset`.
 
-Each reference's target is drawn from its similarity ranks `q1..q2` ([`dataset_builders.mining.sample_rank_window`]).
+Each reference's target is drawn from its similarity ranks `q1..q2` ([`mra_cir.dataset_builders.mra_triplets.mining.sample_rank_window`]).
 Under `accelerate launch` every process mines a contiguous slice of the references against all keys; the slices are
 gathered and merged in order by the main process, so the result does not depend on the number of processes.
 
@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import datasets
 
-    from dataset_builders.image_features import distributed_state, load_image_features
-    from dataset_builders.mining import mine_rank_window_slice, mining_query_block_size, slice_bounds
+    from mra_cir.dataset_builders.mra_triplets.image_features import distributed_state, load_image_features
+    from mra_cir.dataset_builders.mra_triplets.mining import mining_query_block_size, sample_rank_window, slice_bounds
 
     state = distributed_state()
     loaded = load_image_features(args.features)
@@ -85,11 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     start, stop = slice_bounds(
         len(loaded), state.num_processes, state.process_index, align=mining_query_block_size(features)
     )
-    part = mine_rank_window_slice(
+    part = sample_rank_window(
         features,
         loaded.ids,
-        start,
-        stop,
         q1=args.q1,
         q2=args.q2,
         targets_per_reference=args.targets_per_reference,
@@ -101,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         check_window=args.check_window,
         check_sample=args.check_sample,
         show_progress=not args.no_progress and state.is_local_main_process,
+        start=start,
+        stop=stop,
     )
     local = {"pairs": part.pairs, "too_few": part.too_few, "stats": part.stats}
     if state.num_processes > 1:

@@ -1,10 +1,10 @@
-"""`mra-cir quickstart`: the offline synthetic world, end to end (see `mra_cir.quickstart_pipeline`)."""
+"""`mra-cir quickstart`: the offline synthetic world, end to end (see `mra_cir.quickstart.pipeline`)."""
 
 from __future__ import annotations
 
 from transformers import HfArgumentParser
 
-from mra_cir.quickstart_pipeline import QuickstartArguments, run_quickstart
+from mra_cir.quickstart import QuickstartArguments, run_quickstart
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,5 @@
 """`mra-cir quickstart-diagnostics`: input ablations and top-1 kinds of a finished quickstart run (see
-`mra_cir.quickstart_diagnostics`)."""
+`mra_cir.quickstart.diagnostics`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 import torch
 from transformers import HfArgumentParser
 
-from mra_cir.quickstart_diagnostics import DiagnosticsArguments, diagnose_run, format_report
+from mra_cir.quickstart.diagnostics import DiagnosticsArguments, diagnose_run, format_report
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,7 @@
 """`mra-cir search`: rank a gallery index with a composed query (reference image + modification text).
 
-The index directory is a [`modeling_mra_cir.gallery_index.GalleryIndex`] (`features.safetensors`, `ids.json`,
+Ranking goes through [`mra_cir.modeling_mra_cir.retrieval.rank_gallery`], the code evaluation and the app use. The
+index directory is a [`mra_cir.modeling_mra_cir.gallery_index.GalleryIndex`] (`features.safetensors`, `ids.json`,
 `gallery_index.json`). The model is `--model`, else the `model_path` recorded in the index, else the index directory
 itself when it holds a saved model. With `--images DIR` and no index yet, the index is built from that folder (and
 saved with the model path). Prints one JSON object: the query and the top-k ids with their scores.
@@ -38,6 +39,14 @@ class SearchArguments:
         default=False,
         metadata={"help": "Drop the reference from the results (its id: path relative to --images, else file name)."},
     )
+    mode: str = field(
+        default="composed",
+        metadata={
+            "help": "composed (the method), image (reference only), text (text only) or image_text_fusion (late "
+            "fusion): the same ranking code as evaluation.",
+            "choices": ["composed", "image", "text", "image_text_fusion"],
+        },
+    )
     device: str = field(default="cpu", metadata={"help": "cpu, cuda, ..."})
     batch_size: int = field(default=32, metadata={"help": "Images per forward pass when building the index."})
 
@@ -56,12 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = HfArgumentParser(SearchArguments)
     (args,) = parser.parse_args_into_dataclasses(args=argv)
 
-    import torch
     from PIL import Image
-    from transformers import AutoModel, AutoProcessor
 
-    import modeling_mra_cir  # noqa: F401  (registers mra_cir with the Auto classes)
-    from modeling_mra_cir.gallery_index import CONFIG_FILE, FEATURES_FILE, GalleryIndex
+    from mra_cir.modeling_mra_cir.gallery_index import CONFIG_FILE, FEATURES_FILE, GalleryIndex
+    from mra_cir.modeling_mra_cir.loading import load_model_and_processor
+    from mra_cir.modeling_mra_cir.retrieval import rank_gallery
 
     index_dir = Path(args.index)
     has_index = (index_dir / FEATURES_FILE).is_file()
@@ -73,13 +81,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     index_config = json.loads((index_dir / CONFIG_FILE).read_text()) if (index_dir / CONFIG_FILE).is_file() else {}
     model_path = _model_path(args, index_config)
-    model = AutoModel.from_pretrained(model_path).to(args.device).eval()
-    processor = AutoProcessor.from_pretrained(model_path)
+    model, processor = load_model_and_processor(model_path, device=args.device)
 
     if has_index:
         index = GalleryIndex.load(index_dir)
     else:
-        from dataset_builders.image_features import extract_image_features
+        from mra_cir.dataset_builders.mra_triplets.image_features import extract_image_features
 
         feats = extract_image_features(model, processor, args.images, batch_size=args.batch_size)
         index = GalleryIndex.from_image_features(feats, model_path=str(Path(model_path).resolve()))
@@ -90,18 +97,19 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as err:
         print(f"mra-cir search: cannot read --image {args.image}: {err}", file=sys.stderr)
         return 2
-    inputs = processor(images=[reference], text=[args.text], return_tensors="pt").to(args.device)
-    with torch.no_grad():
-        query = model.get_composed_features(
-            pixel_values=inputs["pixel_values"], input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
-        )
     reference_id = Path(args.image).name
     if args.images and Path(args.image).resolve().is_relative_to(Path(args.images).resolve()):
         reference_id = Path(args.image).resolve().relative_to(Path(args.images).resolve()).as_posix()
     exclude = [reference_id] if args.exclude_reference else None
-    scores, ids = index.search(query.float(), k=min(args.k, len(index)), exclude=exclude)
-    results = [{"id": i, "score": round(float(s), 6)} for i, s in zip(ids[0], scores[0].tolist())]
-    print(json.dumps({"image": args.image, "text": args.text, "index": str(index_dir), "results": results}))
+    ranking = rank_gallery(
+        model, processor, index, [reference], [args.text], mode=args.mode, k=min(args.k, len(index)), exclude=exclude
+    )
+    results = [{"id": i, "score": round(float(s), 6)} for i, s in zip(ranking.ids[0], ranking.scores[0].tolist())]
+    print(
+        json.dumps(
+            {"image": args.image, "text": args.text, "mode": args.mode, "index": str(index_dir), "results": results}
+        )
+    )
     return 0
 
 

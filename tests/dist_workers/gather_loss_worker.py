@@ -8,8 +8,8 @@ import sys
 import torch
 import torch.distributed as dist
 
-from modeling_mra_cir import MraCirModel
-from modeling_mra_cir.tiny import tiny_config
+from mra_cir.modeling_mra_cir import MraCirModel
+from mra_cir.tiny import tiny_config
 
 
 def main(out_path: str) -> None:

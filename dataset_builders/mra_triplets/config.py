@@ -1,0 +1,93 @@
+"""`MraTripletsConfig`: every parameter that changes the MRA triplets, and the triplets' features."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import datasets
+
+from ..agents.prompts import DEFAULT_PROMPT_VERSION, get_prompts
+
+#: the columns training needs (the builder writes more: captions, rank, score, ids)
+REQUIRED_COLUMNS = ("reference_image", "target_image", "modification_text")
+
+FEATURES = datasets.Features(
+    {
+        "reference_image": datasets.Image(),
+        "target_image": datasets.Image(),
+        "modification_text": datasets.Value("string"),
+        "reference_caption": datasets.Value("string"),
+        "target_caption": datasets.Value("string"),
+        "rank": datasets.Value("int32"),
+        "score": datasets.Value("float32"),
+        "reference_id": datasets.Value("string"),
+        "target_id": datasets.Value("string"),
+    }
+)
+
+
+@dataclass
+class MraTripletsConfig(datasets.BuilderConfig):
+    """Every parameter that changes the triplets (primitive fields only, so the cache folder name is honest).
+
+    Args:
+        images (`str`): folder of images (searched recursively; ids are paths relative to it).
+        embedding_model (`str`): folder of an `MraCirModel` (+ its `MraCirProcessor`) used to embed the images.
+        reduce (`str`, defaults to "max"): token-level similarity reduction ("max" or "mean_max").
+        q1 (`int`, defaults to 51): first rank of the mining window (1 = most similar other image).
+        q2 (`int`, defaults to 60): last rank of the mining window.
+        targets_per_reference (`int`, defaults to 1): targets sampled per reference in the window.
+        seed (`int`, defaults to 0): sampling seed.
+        agent (`str`, defaults to "transformers"): agent backend name (see `make_agent`).
+        agent_model (`str`, *optional*): the agent's model (folder or served model id).
+        prompt_version (`str`, defaults to "mra-v1"): registered prompt set (`agent_prompts.get_prompts`).
+        max_new_tokens (`int`, defaults to 64): generation budget per answer.
+        max_images (`int`, *optional*): use only the first `max_images` images (sorted by id).
+        verify (`bool`, defaults to False): ask the agent whether each modification text describes the change and
+            keep only "yes" answers (higher precision, one more call per pair).
+        max_words (`int`, defaults to 40): longer answers are rejected.
+        max_chars (`int`, defaults to 300): longer answers are rejected.
+        pairs_per_shard (`int`, defaults to 256): pairs per generation shard (the unit of parallelism).
+    """
+
+    images: str | None = None
+    embedding_model: str | None = None
+    reduce: str = "max"
+    q1: int = 51
+    q2: int = 60
+    targets_per_reference: int = 1
+    seed: int = 0
+    agent: str = "transformers"
+    agent_model: str | None = None
+    prompt_version: str = DEFAULT_PROMPT_VERSION
+    max_new_tokens: int = 64
+    max_images: int | None = None
+    verify: bool = False
+    max_words: int = 40
+    max_chars: int = 300
+    pairs_per_shard: int = 256
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.images is None or not os.path.isdir(self.images):
+            raise ValueError(f"MraTripletsConfig.images must be an existing folder, got {self.images!r}")
+        if self.embedding_model is None:
+            raise ValueError("MraTripletsConfig.embedding_model is required (a saved MraCirModel folder)")
+        if self.reduce not in ("max", "mean_max"):
+            raise ValueError(f"MraTripletsConfig.reduce must be 'max' or 'mean_max', got {self.reduce!r}")
+        if not 1 <= self.q1 <= self.q2:
+            raise ValueError(f"MraTripletsConfig needs 1 <= q1 <= q2, got q1={self.q1}, q2={self.q2}")
+        if not 1 <= self.targets_per_reference <= self.q2 - self.q1 + 1:
+            raise ValueError(
+                f"MraTripletsConfig.targets_per_reference must be in [1, q2 - q1 + 1], got {self.targets_per_reference}"
+            )
+        if self.max_images is not None and self.max_images < 2:
+            raise ValueError(f"MraTripletsConfig.max_images must be >= 2, got {self.max_images}")
+        for name in ("max_new_tokens", "max_words", "max_chars", "pairs_per_shard"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"MraTripletsConfig.{name} must be >= 1, got {getattr(self, name)}")
+        get_prompts(self.prompt_version)  # unknown version -> KeyError naming the registered ones
+
+
+__all__ = ["FEATURES", "REQUIRED_COLUMNS", "MraTripletsConfig"]

@@ -1,0 +1,263 @@
+"""Publishing MRA triplets (Parquet shards with a dataset card, `push_to_hub`) and reading them back (`load_triplets`).
+
+`export_triplets(dataset, folder, ...)` writes a folder laid out like a Hub dataset repository:
+
+```
+folder/
+  README.md                 dataset card: YAML metadata (configs -> data files, features, sizes), the builder
+                            config, counts, filter statistics, how it was made
+  data/train-00000-of-0000N.parquet   images embedded as bytes
+  build_summary.json        the builder's statistics (machine-readable)
+```
+
+`load_dataset("parquet", data_files="folder/data/*.parquet")` and `load_dataset("folder")` both read it back with
+decoded images; `push_triplets_to_hub` uploads the same thing (the upload itself is not exercised by the tests: no
+network here).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import datasets
+from huggingface_hub import DatasetCard, DatasetCardData
+
+from .config import REQUIRED_COLUMNS
+
+CARD_TEMPLATE = """
+# {pretty_name}
+
+Training triplets for zero-shot composed image retrieval, built from unlabeled images with the Multimodal Reasoning
+Agent (MRA) method ([arXiv 2505.19952](https://arxiv.org/abs/2505.19952)) by the `mra-cir` library.
+
+Each row: `reference_image`, `target_image`, `modification_text` (how to turn the reference into the target),
+`reference_caption`, `target_caption`, `rank` and `score` (the target's similarity rank / token-level max-cosine among
+the reference's neighbours), `reference_id`, `target_id`.
+
+## How it was made
+
+1. Every image was embedded with `{embedding_model}` (BLIP-2 Q-Former query tokens).
+2. For each reference image, {targets_per_reference} target(s) were sampled among its neighbours ranked
+   {q1}..{q2} by token-level similarity (reduction `{reduce}`, seed {seed}).
+3. The agent (`{agent}` backend, model `{agent_model}`, prompts `{prompt_version}`) captioned every image, then wrote
+   the modification text from both images and both captions{verify_note}.
+4. Outputs were normalised (one line, trimmed) and rejected when empty, refusals, referring to the images by
+   position, repeating a caption, or longer than {max_words} words / {max_chars} characters.
+
+## Counts
+
+| | |
+|---|---|
+| triplets | {triplets} |
+| images found | {images_found} |
+| images skipped (unreadable) | {images_skipped} |
+| duplicate images | {duplicates} |
+| pairs mined | {pairs_mined} |
+| agent calls (this run) / answered from cache | {agent_calls} / {agent_cached} |
+| failed requests | {agent_failed} |
+
+### Rejected outputs by reason
+
+{rejections}
+
+## Builder config
+
+```json
+{config_json}
+```
+
+## Loading
+
+```python
+from datasets import load_dataset
+triplets = load_dataset("{repo_id}", split="train")
+```
+"""
+
+
+def dataset_card(
+    dataset: datasets.Dataset,
+    config: dict,
+    summary: dict,
+    repo_id: str = "<user>/<repo>",
+    pretty_name: str = "MRA triplets",
+    license: str | None = None,
+    download_size: int | None = None,
+) -> DatasetCard:
+    """The dataset card (YAML metadata + text) of a triplet dataset.
+
+    Args:
+        dataset (`datasets.Dataset`): the triplets (its length is the count shown; it must equal
+            `summary["triplets"]` when a summary from the same build is given).
+        config (`dict`): the builder config (`MraTriplets.config_dict()`).
+        summary (`dict`): the build statistics (`MraTriplets.build_summary()`).
+        repo_id (`str`): shown in the loading snippet.
+        pretty_name (`str`), license (`str`, *optional*): card metadata.
+        download_size (`int`, *optional*): bytes of the Parquet files (goes into `dataset_info`).
+    """
+    if summary.get("triplets", len(dataset)) != len(dataset):
+        raise ValueError(f"the summary counts {summary['triplets']} triplets but the dataset has {len(dataset)} rows")
+    size = len(dataset)
+    size_category = "n<1K" if size < 1000 else "1K<n<10K" if size < 10_000 else "10K<n<100K" if size < 100_000 else (
+        "100K<n<1M" if size < 1_000_000 else "n>1M"
+    )  # fmt: skip
+    data = DatasetCardData(
+        pretty_name=pretty_name,
+        license=license,
+        task_categories=["image-to-image", "image-feature-extraction"],
+        tags=["composed-image-retrieval", "mra-cir", "synthetic-annotations"],
+        size_categories=[size_category],
+        configs=[{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}],
+        dataset_info=_dataset_info(dataset, download_size),
+        mra_cir={"builder_config": config, "counts": _counts(summary, size)},
+    )
+    rejected = summary.get("rejected") or {}
+    rejections = "\n".join(f"- `{reason}`: {count}" for reason, count in sorted(rejected.items())) or "- none"
+    fields = {
+        "embedding_model": "?", "targets_per_reference": "?", "q1": "?", "q2": "?", "reduce": "?", "seed": "?",
+        "agent": "?", "agent_model": "?", "prompt_version": "?", "max_words": "?", "max_chars": "?", **config,
+    }  # fmt: skip
+    text = CARD_TEMPLATE.format(
+        pretty_name=pretty_name,
+        verify_note=" and was asked to verify each text (only 'yes' kept)" if config.get("verify") else "",
+        triplets=size,
+        rejections=rejections,
+        config_json=json.dumps(config, indent=2, sort_keys=True, default=str),
+        repo_id=repo_id,
+        **{k: summary.get(k, "?") for k in _COUNT_KEYS if k != "triplets"},
+        **{k: v for k, v in fields.items() if k not in ("verify",)},
+    )
+    return DatasetCard(f"---\n{data.to_yaml()}\n---\n{text}")
+
+
+_COUNT_KEYS = (
+    "triplets",
+    "images_found",
+    "images_skipped",
+    "duplicates",
+    "pairs_mined",
+    "agent_calls",
+    "agent_cached",
+    "agent_failed",
+)
+
+
+def _dataset_info(dataset: datasets.Dataset, download_size: int | None) -> dict:
+    # `load_dataset("<folder>")` caches a local folder by its name and this metadata (not by the files' contents):
+    # the sizes keep two different exports in folders of the same name apart
+    num_bytes = int(dataset.data.nbytes)
+    info = {
+        "features": dataset.features._to_yaml_list(),
+        "splits": [{"name": "train", "num_bytes": num_bytes, "num_examples": len(dataset)}],
+        "dataset_size": num_bytes,
+    }
+    if download_size is not None:
+        info["download_size"] = int(download_size)
+    return info
+
+
+def _counts(summary: dict, size: int) -> dict:
+    counts = {k: summary[k] for k in _COUNT_KEYS if k in summary}
+    counts["triplets"] = size
+    counts["rejected"] = dict(summary.get("rejected") or {})
+    return counts
+
+
+def export_triplets(
+    dataset: datasets.Dataset,
+    folder: str | Path,
+    config: dict | None = None,
+    summary: dict | None = None,
+    max_shard_size: int = 500 << 20,
+    save_arrow: bool = False,
+    repo_id: str = "<user>/<repo>",
+) -> Path:
+    """Write Parquet shards (images embedded), the dataset card and the summary to `folder` (see module docstring).
+
+    Args:
+        dataset (`datasets.Dataset`): the triplets.
+        folder (`str` or `Path`): output folder (created).
+        config (`dict`, *optional*), summary (`dict`, *optional*): for the card (`MraTriplets.config_dict()`,
+            `MraTriplets.build_summary()`).
+        max_shard_size (`int`, defaults to 500 MiB): approximate bytes per Parquet shard.
+        save_arrow (`bool`, defaults to False): also `save_to_disk(folder / "arrow")`.
+        repo_id (`str`): shown in the card's loading snippet.
+
+    Returns:
+        `Path`: the folder.
+    """
+    folder = Path(folder)
+    (folder / "data").mkdir(parents=True, exist_ok=True)
+    for old in (folder / "data").glob("train-*.parquet"):
+        old.unlink()
+    dataset = dataset.flatten_indices() if dataset._indices is not None else dataset
+    num_shards = max(1, math.ceil((dataset.data.nbytes or 1) / max_shard_size))
+    for index in range(num_shards):
+        shard = dataset.shard(num_shards=num_shards, index=index, contiguous=True)
+        shard.to_parquet(str(folder / "data" / f"train-{index:05d}-of-{num_shards:05d}.parquet"))
+    summary = dict(summary or {})
+    download_size = sum(path.stat().st_size for path in (folder / "data").glob("train-*.parquet"))
+    card = dataset_card(dataset, config or {}, summary, repo_id=repo_id, download_size=download_size)
+    card.save(folder / "README.md")
+    (folder / "build_summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True, default=str))
+    if save_arrow:
+        dataset.save_to_disk(str(folder / "arrow"))
+    return folder
+
+
+def push_triplets_to_hub(
+    dataset: datasets.Dataset,
+    repo_id: str,
+    config: dict | None = None,
+    summary: dict | None = None,
+    private: bool = True,
+    token: str | None = None,
+) -> str:
+    """Upload the triplets (`Dataset.push_to_hub`, Parquet with embedded images) and replace the card with ours,
+    keeping the `dataset_info` metadata that `push_to_hub` wrote. Not exercised by the tests (no network here): the
+    card and the files are tested through `export_triplets`.
+
+    Returns:
+        `str`: the commit URL of the card upload.
+    """
+    dataset.push_to_hub(repo_id, private=private, token=token)
+    card = dataset_card(dataset, config or {}, dict(summary or {}), repo_id=repo_id)
+    try:
+        pushed = DatasetCard.load(repo_id, repo_type="dataset", token=token)
+        for key in ("dataset_info", "configs"):
+            if key in pushed.data.to_dict():
+                card.data[key] = pushed.data.to_dict()[key]
+    except Exception:  # noqa: BLE001 - the card is still valid without the merged metadata
+        pass
+    return card.push_to_hub(repo_id, repo_type="dataset", token=token)
+
+
+def load_triplets(spec: str, split: str = "train"):
+    """A triplet `datasets.Dataset` from a `save_to_disk` folder, an exported folder or parquet file(s) (glob ok), a
+    Hub dataset id (`load_dataset`).
+
+    Raises:
+        `ValueError` naming the source when it lacks a split or a triplet column (`REQUIRED_COLUMNS`).
+    """
+    import datasets
+
+    path = Path(spec)
+    if path.is_dir() and ((path / "dataset_info.json").is_file() or (path / "state.json").is_file()):
+        loaded = datasets.load_from_disk(str(path))
+    elif path.is_dir() and (path / "dataset_dict.json").is_file():
+        loaded = datasets.load_from_disk(str(path))
+    elif spec.endswith(".parquet") or (path.is_dir() and any(path.glob("**/*.parquet"))):
+        files = spec if spec.endswith(".parquet") else str(path / "**" / "*.parquet")
+        loaded = datasets.load_dataset("parquet", data_files={split: files}, split=split)
+    else:
+        loaded = datasets.load_dataset(spec, split=split)
+    if isinstance(loaded, datasets.DatasetDict):
+        if split not in loaded:
+            raise ValueError(f"{spec} has splits {list(loaded)}, not {split!r}")
+        loaded = loaded[split]
+    missing = [c for c in REQUIRED_COLUMNS if c not in loaded.column_names]
+    if missing:
+        raise ValueError(f"{spec}: missing triplet column(s) {missing} (columns: {loaded.column_names})")
+    return loaded

@@ -1,0 +1,264 @@
+"""`SceneGraphAgent`: the MRA agent of the synthetic world, answering from scene graphs instead of pixels.
+
+It plays the multimodal LLM of the paper in [`~mra_cir.dataset_builders.synthetic_world`]: step 1 captions an image from its
+scene graph, step 2 describes the difference between a reference and a target (objects matched by their left/right
+slot: colour, shape and size changes, added, removed and moved objects, the background). With `error_rate > 0` it
+behaves like an imperfect MLLM: that fraction of answers has one attribute wrong (a wrong value) or missing (a dropped
+attribute or change). Errors are deterministic in `(seed, image, step)`, so re-runs and caches agree.
+
+Its phrasings (`AGENT_TEMPLATES`) are disjoint from the benchmark's held-out `BENCHMARK_TEMPLATES`.
+
+Example:
+
+```python
+>>> from mra_cir.dataset_builders.synthetic_world.scene_agent import SceneGraphAgent
+>>> agent = SceneGraphAgent.from_dataset(world.pool, error_rate=0.1, seed=0)
+>>> agent.caption([AgentImage(id="pool_00000", path="", sha256="")])
+['a large green cross on the left and a large white circle on the right on a black background']
+```
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from ..agents.base import AgentBackend, AgentImage, ModificationRequest
+from .scenes import BACKGROUNDS, COLORS, POSITIONS, SHAPES, SIZES
+
+#: the agent's phrasings (the pool side; the benchmark never uses them). `{obj}` is "colour shape".
+AGENT_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "color": ("make the {obj} {new}", "change the {obj} to {new}", "turn the {obj} {new}"),
+    "shape": ("change the {obj} to a {new}", "turn the {obj} into a {new}", "replace the {obj} with a {color} {new}"),
+    "size": ("make the {obj} {comparative}", "make the {obj} {new}"),
+    "replace": ("replace the {obj} with a {new}", "change the {obj} to a {new}"),
+    "remove": ("remove the {obj}", "take away the {obj}"),
+    "add": ("add a {new} on the {position}", "put a {new} on the {position}"),
+    "move": ("move the {obj} to the {position}",),
+    "background": ("make the background {new}", "change the background to {new}"),
+}
+NO_CHANGE = "no change"
+_VALUES = {"color": tuple(COLORS), "shape": SHAPES, "size": SIZES, "background": tuple(BACKGROUNDS)}
+
+
+def agent_texts() -> list[str]:
+    """Every word the agent can say (for the tokenizer's training corpus)."""
+    words = "bigger smaller no change".split()
+    return [" ".join(words), *(t.replace("{", " ").replace("}", " ") for g in AGENT_TEMPLATES.values() for t in g)]
+
+
+def _describe(obj: dict, with_size: bool = True) -> str:
+    return f"{obj['size']} {obj['color']} {obj['shape']}" if with_size else f"{obj['color']} {obj['shape']}"
+
+
+def agent_caption(graph: dict) -> str:
+    """The agent's caption style (error-free): objects left to right with their slot, then the background."""
+    objects = " and ".join(f"a {_describe(o)} on the {o['position']}" for o in graph["objects"])
+    return f"{objects} on a {graph['background']} background"
+
+
+def scene_changes(reference: dict, target: dict) -> list[dict]:
+    """The differences reference -> target as change records (kind, object, new value ...), in a fixed order.
+
+    Objects are matched by slot; a lone object that changes slot (and nothing else) is a `move`.
+    """
+    ref = {o["position"]: o for o in reference["objects"]}
+    tgt = {o["position"]: o for o in target["objects"]}
+    changes: list[dict] = []
+    pairs = [(o["color"], o["shape"]) for o in reference["objects"]]
+    if len(set(pairs)) < len(pairs):  # two look-alike objects: name them with their slot
+        ref = {p: {**o, "name": f"{o['color']} {o['shape']} on the {p}"} for p, o in ref.items()}
+    if len(ref) == len(tgt) == 1 and set(ref) != set(tgt):
+        (r,), (t,) = ref.values(), tgt.values()
+        same = {k: v for k, v in r.items() if k not in ("position", "name")}
+        if same == {k: v for k, v in t.items() if k != "position"}:
+            changes.append({"kind": "move", "obj": r, "position": t["position"]})
+            ref, tgt = {}, {}
+    for position in POSITIONS:
+        r, t = ref.get(position), tgt.get(position)
+        if r is None and t is None:
+            continue
+        if r is None:
+            changes.append({"kind": "add", "obj": t, "new": _describe(t), "position": position})
+        elif t is None:
+            changes.append({"kind": "remove", "obj": r})
+        else:
+            differing = [a for a in ("color", "shape", "size") if r[a] != t[a]]
+            if len(differing) >= 2:
+                changes.append({"kind": "replace", "obj": r, "new": _describe(t, with_size="size" in differing)})
+            elif differing:
+                changes.append({"kind": differing[0], "obj": r, "new": t[differing[0]]})
+    if reference["background"] != target["background"]:
+        changes.append({"kind": "background", "new": target["background"], "old": reference["background"]})
+    return changes
+
+
+def phrase(change: dict, template: int) -> str:
+    """One change in the agent's words (`template` is taken modulo the number of templates of that kind)."""
+    templates = AGENT_TEMPLATES[change["kind"]]
+    obj = change.get("obj") or {}
+    comparative = "bigger" if change.get("new") == "large" else "smaller"
+    return templates[template % len(templates)].format(
+        obj=obj.get("name") or f"{obj.get('color', '')} {obj.get('shape', '')}".strip(),
+        color=obj.get("color", ""),
+        new=change.get("new", ""),
+        position=change.get("position", ""),
+        comparative=comparative,
+    )
+
+
+class SceneGraphAgent(AgentBackend):
+    """An [`AgentBackend`] that reads scene graphs (the synthetic world's stand-in for a multimodal LLM).
+
+    Args:
+        scene_graphs (`Mapping[str, str | dict]`): image id -> scene graph (JSON string or dict).
+        sha256_to_id (`Mapping[str, str]`, *optional*): image hash -> image id, to find images whose id differs
+            (a renamed copy of the file).
+        error_rate (`float`, defaults to 0.0): probability that an answer has one wrong or missing attribute.
+        seed (`int`, defaults to 0): seed of the error draws and of the phrasing choice.
+        **kwargs: [`AgentBackend`] arguments (`prompts`, `batch_size`, `max_new_tokens`).
+
+    An image neither found by `AgentImage.id` nor by `AgentImage.sha256` gets `None` (a failed request).
+    """
+
+    backend_name = "scene"
+    model_name = "scene-graph-v1"
+    batch_size = 256
+
+    def __init__(
+        self,
+        scene_graphs: Mapping[str, str | dict],
+        sha256_to_id: Mapping[str, str] | None = None,
+        error_rate: float = 0.0,
+        seed: int = 0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not 0.0 <= error_rate <= 1.0:
+            raise ValueError(f"SceneGraphAgent.error_rate must be in [0, 1], got {error_rate}")
+        self.scene_graphs = {k: json.loads(v) if isinstance(v, str) else dict(v) for k, v in scene_graphs.items()}
+        self.sha256_to_id = dict(sha256_to_id or {})
+        self.error_rate = float(error_rate)
+        self.seed = int(seed)
+        # the error settings change the answers: they are part of the cache key through model_name
+        self.model_name = f"{type(self).model_name}-err{self.error_rate:g}-seed{self.seed}"
+
+    @classmethod
+    def from_dataset(cls, dataset, id_column: str = "id", image_column: str = "image", **kwargs) -> SceneGraphAgent:
+        """Build from a world part (`id`, `image`, `scene_graph` columns); hashes are those of the stored bytes."""
+        import datasets
+
+        for column in (id_column, image_column, "scene_graph"):
+            if column not in dataset.column_names:
+                raise ValueError(f"SceneGraphAgent.from_dataset: the dataset has no column {column!r}")
+        raw = dataset.cast_column(image_column, datasets.Image(decode=False))
+        sha = {}
+        for row in raw:
+            data = row[image_column].get("bytes")
+            if data is None and row[image_column].get("path"):
+                with open(row[image_column]["path"], "rb") as handle:
+                    data = handle.read()
+            if data is not None:
+                sha[hashlib.sha256(data).hexdigest()] = row[id_column]
+        return cls(dict(zip(dataset[id_column], dataset["scene_graph"])), sha256_to_id=sha, **kwargs)
+
+    # ---------------------------------------------------------------------------------------------------- lookup
+    def scene_of(self, image: AgentImage) -> dict | None:
+        """The scene graph of `image`, by id, then by hash (None when unknown)."""
+        if image.id in self.scene_graphs:
+            return self.scene_graphs[image.id]
+        key = self.sha256_to_id.get(image.sha256)
+        return self.scene_graphs.get(key) if key is not None else None
+
+    def _rng(self, *keys: str) -> np.random.Generator:
+        digest = hashlib.sha256("\x1f".join((str(self.seed), *keys)).encode()).digest()
+        return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+    @staticmethod
+    def _key(image: AgentImage) -> str:
+        return image.sha256 or image.id
+
+    # ----------------------------------------------------------------------------------------------------- steps
+    def caption(self, images: Sequence[AgentImage]) -> list[str | None]:
+        out: list[str | None] = []
+        for image in images:
+            graph = self.scene_of(image)
+            if graph is None:
+                out.append(None)
+                continue
+            rng = self._rng("caption", self._key(image))
+            if rng.random() < self.error_rate:
+                graph = self._corrupt_graph(graph, rng)
+            out.append(agent_caption(graph))
+        return out
+
+    def modify(self, requests: Sequence[ModificationRequest]) -> list[str | None]:
+        out: list[str | None] = []
+        for request in requests:
+            reference, target = self.scene_of(request.reference), self.scene_of(request.target)
+            if reference is None or target is None:
+                out.append(None)
+                continue
+            rng = self._rng("modify", self._key(request.reference), self._key(request.target))
+            changes = scene_changes(reference, target)
+            if changes and rng.random() < self.error_rate:
+                changes = self._corrupt_changes(changes, rng)
+            phrases = [phrase(c, int(rng.integers(6))) for c in changes]
+            order = rng.permutation(len(phrases))
+            out.append(" and ".join(phrases[i] for i in order) if phrases else NO_CHANGE)
+        return out
+
+    def verify(self, requests: Sequence[ModificationRequest], modifications: Sequence[str]) -> list[str | None]:
+        """Yes when the text is what an error-free agent could have said (any phrasing, any order), else no."""
+        if len(requests) != len(modifications):
+            raise ValueError(f"verify got {len(requests)} requests and {len(modifications)} modifications")
+        out: list[str | None] = []
+        for request, text in zip(requests, modifications):
+            reference, target = self.scene_of(request.reference), self.scene_of(request.target)
+            if reference is None or target is None:
+                out.append(None)
+                continue
+            changes = scene_changes(reference, target)
+            said = set(text.split(" and "))
+            ok = len(said) == len(changes) and all(
+                any(phrase(c, t) in said for t in range(len(AGENT_TEMPLATES[c["kind"]]))) for c in changes
+            )
+            out.append("yes" if ok or (not changes and text == NO_CHANGE) else "no")
+        return out
+
+    # ---------------------------------------------------------------------------------------------------- errors
+    @staticmethod
+    def _wrong(rng: np.random.Generator, attribute: str, *exclude: str) -> str:
+        choices = [v for v in _VALUES[attribute] if v not in exclude]
+        return str(choices[int(rng.integers(len(choices)))])
+
+    def _corrupt_graph(self, graph: dict, rng: np.random.Generator) -> dict:
+        """One object attribute wrong, or one object dropped (two-object scenes)."""
+        objects = [dict(o) for o in graph["objects"]]
+        if len(objects) > 1 and rng.random() < 0.3:
+            objects.pop(int(rng.integers(len(objects))))
+        else:
+            obj = objects[int(rng.integers(len(objects)))]
+            attribute = ("color", "shape", "size")[int(rng.integers(3))]
+            obj[attribute] = self._wrong(rng, attribute, obj[attribute])
+        return {"background": graph["background"], "objects": objects}
+
+    def _corrupt_changes(self, changes: list[dict], rng: np.random.Generator) -> list[dict]:
+        """Missing (one change dropped; a lone add/remove/move/replace becomes "no change") or wrong (the new value
+        of an attribute change replaced by another value, never the old one)."""
+        # only colour and shape have a third value to be wrong with (sizes and backgrounds have two)
+        wrongable = [i for i, c in enumerate(changes) if c["kind"] in ("color", "shape")]
+        if not wrongable or (len(changes) > 1 and rng.random() < 0.5):
+            drop = int(rng.integers(len(changes)))
+            return [c for i, c in enumerate(changes) if i != drop]
+        i = wrongable[int(rng.integers(len(wrongable)))]
+        change = dict(changes[i])
+        old = change["obj"][change["kind"]]
+        change["new"] = self._wrong(rng, change["kind"], change["new"], old)
+        return [*changes[:i], change, *changes[i + 1 :]]
+
+
+__all__ = ["AGENT_TEMPLATES", "NO_CHANGE", "SceneGraphAgent", "agent_caption", "agent_texts", "scene_changes"]

@@ -1,0 +1,185 @@
+"""`QuickstartArguments`: the options of `mra-cir quickstart` / `examples/quickstart.py`, and the mining windows.
+
+Rank windows are given in the paper's ranks (51-60 of ~1.2M ImageNet images) and scaled linearly with the pool size
+relative to `--window_reference_pool_size` (default 2000, the default pool, where the paper's numbers are used as they
+are): a literal fraction of 1.2M would put every window at rank 1 of a few thousand images, erasing the difference
+between "near-duplicate" and "related but different" that the window is about. The default pool covers about half of
+the ~2,450 possible scene graphs. Measured on one seed (stage-1 embeddings, max-sim over token pairs), the agent's
+texts for rank-1 pairs were 11% "no change", 34% one change and 55% two changes; for ranks 51-60, 1% / 19% / 80%; for
+random pairs mostly two or three changes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+METHODS = ("image_only", "text_only", "composed_untrained", "mra_trained")
+METRIC_KEYS = ("R@1", "R@5", "R@10", "mAP@10")
+#: the ablation's windows in the paper's ranks ("random" = uniform over the whole pool)
+ABLATION_WINDOWS = ("1,1", "11,20", "51,60", "91,100", "random")
+
+
+@dataclass
+class QuickstartArguments:
+    """Options of `mra-cir quickstart` / `examples/quickstart.py` (sizes left unset take the default or `--fast` one)."""
+
+    seed: int = field(default=0, metadata={"help": "Seed of the world, the models, the mining and the agent."})
+    output_dir: str = field(default="quickstart_output", metadata={"help": "Where results, plots and caches go."})
+    fast: bool = field(default=False, metadata={"help": "Smaller world and fewer steps (~2 min; CI), no ablation."})
+    pool_size: int | None = field(default=None, metadata={"help": "Pool images (default 2000; fast 600)."})
+    num_queries: int | None = field(default=None, metadata={"help": "Benchmark queries (default 200; fast 100)."})
+    image_size: int = field(default=32, metadata={"help": "Image side in pixels (the model's image size)."})
+    stage1_steps: int | None = field(default=None, metadata={"help": "Stage-1 steps (default 6000; fast 1200)."})
+    train_steps: int | None = field(default=None, metadata={"help": "MRA training steps (default 500; fast 200)."})
+    hidden_size: int = field(default=64, metadata={"help": "Width of the ViT and the Q-Former."})
+    num_layers: int = field(default=2, metadata={"help": "Layers of the ViT (and of the Q-Former, see below)."})
+    qformer_layers: int | None = field(
+        default=None,
+        metadata={
+            "help": "Q-Former layers (default: --num_layers). The composed query's text position sees the image only "
+            "through the query tokens, one self-attention hop per layer after the first."
+        },
+    )
+    patch_size: int = field(default=8, metadata={"help": "ViT patch side in pixels."})
+    num_query_tokens: int = field(default=8, metadata={"help": "Q-Former query tokens (Q)."})
+    batch_size: int = field(default=64, metadata={"help": "Batch size of MRA training (stage 2)."})
+    stage1_batch_size: int | None = field(
+        default=None, metadata={"help": "Stage-1 batch size (in-batch negatives; default: --batch_size)."}
+    )
+    stage1_learning_rate: float = field(default=3e-4, metadata={"help": "Stage-1 learning rate."})
+    stage1_itm_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Stage-1 image-text matching (ITM, BLIP-2's hard negatives) loss weight; 0 (the default) = "
+            "contrastive (ITC) only: at this scale ITM stays at its constant-prior loss and costs half the time."
+        },
+    )
+    stage1_itg_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Stage-1 image-grounded text generation (ITG, BLIP-2's captioning loss through the fused path) "
+            "weight; 0 = off."
+        },
+    )
+    stage1_itm_negatives: str = field(
+        default="hard", metadata={"help": "Stage-1 ITM negatives: hard (BLIP-2), random or mixed."}
+    )
+    stage1_corpus_size: int = field(
+        default=0,
+        metadata={"help": "Stage-1 captioned corpus size, drawn apart from the pool (0: the pool's own captions)."},
+    )
+    stage1_edit_pairs: bool = field(
+        default=False,
+        metadata={
+            "help": "Stage-1 corpus as scene / one-edit-variant pairs kept in one batch (in-batch hard negatives)."
+        },
+    )
+    learning_rate: float = field(default=1e-3, metadata={"help": "MRA training (stage 2) learning rate."})
+    targets_per_reference: int = field(default=3, metadata={"help": "Targets mined per pool image (in the window)."})
+    mining_reduce: str = field(
+        default="max", metadata={"help": "Token similarity for mining: max (the paper) or mean_max (ColBERT-style)."}
+    )
+    num_triplets: int | None = field(
+        default=None,
+        metadata={"help": "Triplets trained on, for every window (default 90 percent of the pool size)."},
+    )
+    temperature_min: float = field(
+        default=0.01, metadata={"help": "Lower clamp of the learnable logit temperature (both stages)."}
+    )
+    agent_error_rate: float = field(default=0.1, metadata={"help": "Scene agent: fraction of answers with an error."})
+    window: str = field(default="51,60", metadata={"help": "Mining window q1,q2 in the paper's ranks (scaled)."})
+    window_reference_pool_size: int = field(
+        default=2000, metadata={"help": "Pool size at which paper ranks are used unscaled (linear scaling)."}
+    )
+    ablation: bool | None = field(
+        default=None, metadata={"help": "Run the window ablation (default: on; off in fast)."}
+    )
+    num_threads: int = field(default=1, metadata={"help": "torch CPU threads (1 is fastest for these tiny models)."})
+    window_workers: int = field(
+        default=2,
+        metadata={
+            "help": "Processes that train and evaluate the mining windows side by side (each with --num_threads "
+            "threads); the results do not depend on it. 1 = one after another in this process."
+        },
+    )
+    device: str = field(
+        default="cpu",
+        metadata={
+            "help": "Where stages 1 and 2 and the evaluation run: cpu (the documented default), cuda or auto "
+            "(cuda when available). Mining and the agent stay on the CPU. On the CPU the same seed gives the same "
+            "table; GPU kernels give other figures and are not guaranteed to repeat bit for bit."
+        },
+    )
+    show_progress: bool = field(default=True, metadata={"help": "Progress bars."})
+
+    def __post_init__(self):
+        fast = self.fast
+        self.pool_size = self.pool_size or (600 if fast else 2000)
+        self.num_queries = self.num_queries or (100 if fast else 200)
+        self.stage1_steps = self.stage1_steps or (1200 if fast else 6000)
+        self.train_steps = self.train_steps or (200 if fast else 500)
+        self.num_triplets = self.num_triplets or int(0.9 * self.pool_size)
+        self.ablation = (not fast) if self.ablation is None else self.ablation
+        parse_window(self.window)
+        if self.pool_size < 20:
+            raise ValueError(f"--pool_size must be at least 20, got {self.pool_size}")
+        if self.mining_reduce not in ("max", "mean_max"):
+            raise ValueError(f"--mining_reduce must be 'max' or 'mean_max', got {self.mining_reduce!r}")
+        if self.num_threads < 1:
+            raise ValueError(f"--num_threads must be >= 1, got {self.num_threads}")
+        if self.window_workers < 1:
+            raise ValueError(f"--window_workers must be >= 1, got {self.window_workers}")
+        if self.stage1_corpus_size != 0 and self.stage1_corpus_size < 2:
+            raise ValueError(f"--stage1_corpus_size must be 0 (the pool) or >= 2, got {self.stage1_corpus_size}")
+        if self.stage1_edit_pairs and not self.stage1_corpus_size:
+            raise ValueError("--stage1_edit_pairs needs --stage1_corpus_size (edit pairs are drawn for that corpus)")
+        from mra_cir.trainers.stage1_pretraining import ITM_NEGATIVES
+
+        if self.stage1_itm_negatives not in ITM_NEGATIVES:
+            raise ValueError(
+                f"--stage1_itm_negatives must be hard, random or mixed, got {self.stage1_itm_negatives!r}"
+            )
+        if self.stage1_batch_size is not None and self.stage1_batch_size < 2:
+            raise ValueError(f"--stage1_batch_size must be >= 2 (in-batch negatives), got {self.stage1_batch_size}")
+        if self.stage1_itg_weight < 0:
+            raise ValueError(f"--stage1_itg_weight must be >= 0, got {self.stage1_itg_weight}")
+        if self.qformer_layers is not None and self.qformer_layers < 1:
+            raise ValueError(f"--qformer_layers must be >= 1, got {self.qformer_layers}")
+        if self.device == "auto":
+            self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"--device must be cpu, cuda or auto, got {self.device!r}")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda: torch sees no CUDA device here (use cpu or auto)")
+
+
+def parse_window(text: str) -> tuple[int, int] | None:
+    """`"51,60"` -> `(51, 60)`; `"random"` -> None."""
+    if text.strip().lower() == "random":
+        return None
+    try:
+        q1, q2 = (int(x) for x in text.split(","))
+    except ValueError:
+        raise ValueError(f"a window must be 'q1,q2' (e.g. 51,60) or 'random', got {text!r}") from None
+    if not 1 <= q1 <= q2:
+        raise ValueError(f"a window needs 1 <= q1 <= q2, got {text!r}")
+    return q1, q2
+
+
+def scale_window(window: str, pool_size: int, reference_pool_size: int) -> tuple[int, int]:
+    """The window in ranks of this pool: paper ranks times `pool_size / reference_pool_size`, at least rank 1, at most
+    the pool's last rank (`pool_size - 1`); "random" is the whole pool `[1, pool_size - 1]`."""
+    parsed = parse_window(window)
+    last = pool_size - 1
+    if parsed is None:
+        return 1, last
+    scale = pool_size / reference_pool_size
+    q1 = min(last, max(1, math.ceil(parsed[0] * scale)))
+    q2 = min(last, max(q1, math.ceil(parsed[1] * scale)))
+    return q1, q2
+
+
+__all__ = ["ABLATION_WINDOWS", "METHODS", "METRIC_KEYS", "QuickstartArguments", "parse_window", "scale_window"]

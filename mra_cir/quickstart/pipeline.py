@@ -1,0 +1,138 @@
+"""The offline quickstart: the whole MRA-CIR pipeline on the synthetic world, on a CPU, in minutes.
+
+build the world -> stage 1 (BLIP-2's image-text contrastive objective, with its matching and captioning objectives as
+options: the stand-in for pretrained BLIP-2) -> zero-shot baselines on the benchmark -> embed + mine the pool with the
+rank window -> scene agent (captions, modification texts) -> triplets through the real builder (`MraTriplets`) ->
+`MraCirTrainer` -> evaluate; plus the window ablation (same number of triplets and steps per window). Writes
+`results.json`, `results.png` and prints a table. The stages are in [`.stages`], the benchmarks' scoring (the real
+evaluators on the world's exported benchmarks) in [`.benchmarks`], the windows' training in [`.windows`], the report
+in [`.report`].
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from .arguments import ABLATION_WINDOWS, QuickstartArguments, scale_window
+from .benchmarks import QUERY_MODES, evaluate_single_edit, export_single_edit
+from .report import plot_results, print_report, results_dict, rounded_metrics
+from .stages import build_quickstart_world, build_triplets, export_pool, run_stage1, stage1_model_and_processor
+from .windows import run_windows
+
+
+class _Clock:
+    """Times the stages (`timings_s` of `results.json`) and prints each as it ends."""
+
+    def __init__(self):
+        self.timings: dict[str, float] = {}
+        self.started = self.last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = round(now - self.last, 2)
+        self.last = now
+        print(f"[quickstart] {name}: {self.timings[name]:.1f} s", flush=True)
+
+    def total(self) -> None:
+        self.timings["total"] = round(time.perf_counter() - self.started, 2)
+
+
+def mine_and_build(args: QuickstartArguments, world, stage1_dir: Path, out: Path) -> dict[str, dict]:
+    """Embed + mine (the builder), the scene agent and the triplets for the main window and the ablation windows,
+    each cut to the same budget (`args.num_triplets`): window -> `{"triplets", "summary", "window_in_pool"}`."""
+    from mra_cir.dataset_builders.synthetic_world.scene_agent import SceneGraphAgent
+
+    images = export_pool(world, out / "cache" / "pool_images")
+    agent = SceneGraphAgent.from_dataset(world.pool, error_rate=args.agent_error_rate, seed=args.seed)
+    windows = [args.window] + ([w for w in ABLATION_WINDOWS if w != args.window] if args.ablation else [])
+    built = {}
+    for window in windows:
+        q1, q2 = scale_window(window, args.pool_size, args.window_reference_pool_size)
+        triplets, summary = build_triplets(args, q1, q2, images, stage1_dir, agent, out / "cache" / "triplets")
+        built[window] = {"triplets": triplets, "summary": summary, "window_in_pool": f"[{q1},{q2}]"}
+    budget = args.num_triplets
+    short = {w: len(b["triplets"]) for w, b in built.items() if len(b["triplets"]) < budget}
+    if short:
+        raise RuntimeError(f"windows {short} produced fewer than --num_triplets={budget} triplets; lower it")
+    for b in built.values():  # same budget for every window: the same number of triplets (and of steps)
+        b["triplets"] = b["triplets"].shuffle(seed=args.seed).select(range(budget))
+    return built
+
+
+def run_quickstart(args: QuickstartArguments) -> dict:
+    """Run the whole pipeline; write `results.json` and `results.png` under `args.output_dir`; return the results."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    torch.set_num_threads(args.num_threads)
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    clock = _Clock()
+
+    world = build_quickstart_world(args)
+    benchmark_dir = export_single_edit(world, out / "benchmarks" / "single_edit")
+    features_cache = out / "cache" / "gallery_features"
+    clock.lap("world")
+
+    model, processor = stage1_model_and_processor(args)
+    stage1 = run_stage1(args, model, processor, world)
+    stage1_dir = out / "stage1_model"
+    model.save_pretrained(stage1_dir)
+    processor.save_pretrained(stage1_dir)
+    clock.lap("stage1_alignment")
+
+    baselines = ("image_only", "text_only", "composed_untrained")
+    scores = evaluate_single_edit(
+        model, processor, benchmark_dir, features_cache, modes=tuple(QUERY_MODES[m] for m in baselines)
+    )
+    evaluations = {name: scores[QUERY_MODES[name]] for name in baselines}
+    clock.lap("baselines")
+
+    built = mine_and_build(args, world, stage1_dir, out)
+    clock.lap("mine_agent_triplets")
+
+    jobs = [
+        {
+            "args": args,
+            "window": window,
+            "triplets": built[window]["triplets"],
+            "stage1_dir": str(stage1_dir),
+            "benchmark_dir": str(benchmark_dir),
+            "save_dir": str(out / "mra_model") if window == args.window else None,
+        }
+        for window in built
+    ]
+    ablation = {}
+    for result in run_windows(args, jobs):
+        window, metrics = result["window"], result["metrics"]
+        if window == args.window:
+            evaluations["mra_trained"] = metrics
+        ablation[window] = {
+            **rounded_metrics(metrics),
+            "window_in_pool": built[window]["window_in_pool"],
+            "triplets": args.num_triplets,
+            "train_loss": round(result["train"]["train_loss"], 4),
+        }
+        clock.timings[f"train_eval_{window}"] = result["seconds"]
+    clock.lap("train_eval_all_windows")
+    clock.total()
+
+    results = results_dict(args, evaluations, world, model, stage1, built[args.window], ablation, clock.timings)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    plot_results(results, out / "results.png")
+    print_report(results, args, world, out)
+    return results
+
+
+def clean_caches(output_dir: str | Path) -> None:
+    """Delete the quickstart's caches (world, exported images, triplets, gallery features) under `output_dir`."""
+    shutil.rmtree(Path(output_dir) / "cache", ignore_errors=True)
+
+
+__all__ = ["clean_caches", "mine_and_build", "run_quickstart"]

@@ -1,0 +1,163 @@
+"""The quickstart's stages as functions: the world, stage 1 (the stand-in for pretrained BLIP-2), the pool as an image
+folder, triplets through the real builder (`MraTriplets` with the scene agent), and MRA training (`MraCirTrainer`).
+
+Each stage calls the library; `pipeline.run_quickstart` runs them in order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .arguments import QuickstartArguments
+
+#: width of the stand-in's image-text embedding (D)
+EMBED_DIM = 64
+
+
+def build_quickstart_world(args: QuickstartArguments):
+    """The synthetic world of the run (cached under `<output_dir>/cache/world`)."""
+    from mra_cir.dataset_builders.synthetic_world import build_world
+
+    return build_world(
+        args.seed,
+        args.pool_size,
+        args.num_queries,
+        args.image_size,
+        cache_dir=Path(args.output_dir) / "cache" / "world",
+    )
+
+
+def stage1_model_and_processor(args: QuickstartArguments):
+    """A random BLIP-2-shaped `MraCirModel` of the run's size and an offline processor whose tokenizer knows every
+    word of the world and of the agent (seeded: the same seed gives the same weights)."""
+    from transformers import set_seed
+
+    from mra_cir.dataset_builders.synthetic_world import world_texts
+    from mra_cir.dataset_builders.synthetic_world.scene_agent import agent_texts
+    from mra_cir.modeling_mra_cir import MraCirModel
+    from mra_cir.tiny import offline_processor, tiny_config
+
+    set_seed(args.seed)
+    processor = offline_processor(args.image_size, texts=world_texts() + agent_texts(), vocab_size=512)
+    config = tiny_config(
+        hidden_size=args.hidden_size,
+        num_hidden_layers=args.num_layers,
+        num_attention_heads=4,
+        image_size=args.image_size,
+        patch_size=args.patch_size,
+        num_query_tokens=args.num_query_tokens,
+        embed_dim=EMBED_DIM,
+        vocab_size=len(processor.tokenizer),
+        logit_temperature_min=args.temperature_min,
+    )
+    config.qformer_config.num_hidden_layers = args.qformer_layers or args.num_layers
+    return MraCirModel(config).to(args.device), processor
+
+
+def run_stage1(args: QuickstartArguments, model, processor, world) -> dict:
+    """Stage 1: BLIP-2-style image-text pre-training on the pool's captions (or a separate captioned corpus), in
+    place; returns the summary of `align_image_text`."""
+    from mra_cir.trainers.stage1_pretraining import AlignmentArguments, align_image_text
+
+    if args.stage1_corpus_size:
+        from mra_cir.dataset_builders.synthetic_world import generate_alignment_corpus
+
+        corpus = generate_alignment_corpus(
+            args.seed, args.stage1_corpus_size, args.image_size, edit_pairs=args.stage1_edit_pairs
+        )
+    else:
+        corpus = (world.pool["image"], world.pool["caption"], world.pool["scene_graph"])
+    return align_image_text(
+        model,
+        processor,
+        corpus[0],
+        corpus[1],
+        AlignmentArguments(
+            max_steps=args.stage1_steps,
+            batch_size=args.stage1_batch_size or args.batch_size,
+            learning_rate=args.stage1_learning_rate,
+            seed=args.seed,
+            itm_weight=args.stage1_itm_weight,
+            itm_negatives=args.stage1_itm_negatives,
+            itg_weight=args.stage1_itg_weight,
+            batch_blocks=2 if args.stage1_edit_pairs and args.stage1_corpus_size else 1,
+        ),
+        show_progress=args.show_progress,
+        groups=corpus[2],  # images with the same content are never each other's ITM negatives
+    )
+
+
+def export_pool(world, folder: Path) -> Path:
+    """Write the pool's stored PNG bytes as `<id>.png` (the triplet builder reads a folder; hashes are unchanged)."""
+    import datasets
+
+    folder.mkdir(parents=True, exist_ok=True)
+    raw = world.pool.cast_column("image", datasets.Image(decode=False))
+    for row in raw:
+        path = folder / f"{row['id']}.png"
+        if not path.exists():
+            path.write_bytes(row["image"]["bytes"])
+    return folder
+
+
+def build_triplets(args: QuickstartArguments, q1: int, q2: int, images: Path, model_dir: Path, agent, cache: Path):
+    """Run `MraTriplets` (embed with the stage-1 model, mine [q1, q2], scene agent) -> `(dataset, summary)`."""
+    from mra_cir.dataset_builders.mra_triplets import MraTriplets
+
+    builder = MraTriplets(
+        images=str(images),
+        embedding_model=str(model_dir),
+        q1=q1,
+        q2=q2,
+        targets_per_reference=min(args.targets_per_reference, q2 - q1 + 1),
+        reduce=args.mining_reduce,
+        seed=args.seed,
+        agent="scene",
+        agent_backend=agent,
+        cache_dir=str(cache),
+        embedding_batch_size=256,
+        show_progress=args.show_progress,
+    )
+    builder.download_and_prepare()
+    return builder.as_dataset(split="train"), builder.build_summary()
+
+
+def train_mra(args: QuickstartArguments, model, processor, triplets, output_dir: Path) -> tuple[object, dict]:
+    """Stage 2: `MraCirTrainer` on the triplets, training `model` (a stage-1 model) in place ->
+    `(model, train metrics)`."""
+    from mra_cir.trainers import MraCirTrainer, MraCirTrainingArguments
+
+    training_args = MraCirTrainingArguments(
+        output_dir=str(output_dir),
+        max_steps=args.train_steps,
+        per_device_train_batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        warmup_steps=max(1, args.train_steps // 20),
+        lr_scheduler_type="cosine",
+        weight_decay=0.01,
+        seed=args.seed,
+        data_seed=args.seed,
+        logging_steps=max(1, args.train_steps // 5),
+        save_strategy="no",
+        report_to=[],
+        use_cpu=args.device == "cpu",
+        dataloader_num_workers=0,
+        cache_vit_outputs=True,
+        disable_tqdm=not args.show_progress,
+    )
+    trainer = MraCirTrainer(model, training_args, train_dataset=triplets, processing_class=processor)
+    output = trainer.train()
+    model = trainer.model
+    model.eval()
+    return model, {"train_loss": output.training_loss, "steps": output.global_step}
+
+
+__all__ = [
+    "EMBED_DIM",
+    "build_quickstart_world",
+    "build_triplets",
+    "export_pool",
+    "run_stage1",
+    "stage1_model_and_processor",
+    "train_mra",
+]

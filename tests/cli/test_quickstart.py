@@ -1,0 +1,150 @@
+"""The quickstart: the CI check (`--fast` must improve R@10 over the untrained composed query) and reproducibility."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mra_cir.quickstart import METHODS, METRIC_KEYS, QuickstartArguments, parse_window, scale_window
+
+
+def test_window_scaling():
+    assert scale_window("51,60", 2000, 2000) == (51, 60)
+    assert scale_window("51,60", 600, 2000) == (16, 18)
+    assert scale_window("1,1", 600, 2000) == (1, 1)
+    assert scale_window("random", 600, 2000) == (1, 599)
+    assert scale_window("91,100", 50, 2000) == (3, 3)
+    with pytest.raises(ValueError, match="q1,q2"):
+        parse_window("51-60")
+    with pytest.raises(ValueError, match="q1 <= q2"):
+        parse_window("60,51")
+
+
+def test_stage1_and_baselines_are_reproducible(tmp_path):
+    """Same seed -> same stage-1 weights -> same baseline table (component-level check of `same seed, same table`)."""
+    from transformers import set_seed
+
+    from mra_cir.dataset_builders.synthetic_world import build_world, world_texts
+    from mra_cir.dataset_builders.synthetic_world.scene_agent import agent_texts
+    from mra_cir.modeling_mra_cir import MraCirModel
+    from mra_cir.quickstart.benchmarks import evaluate_single_edit, export_single_edit
+    from mra_cir.tiny import offline_processor, tiny_config
+    from mra_cir.trainers.stage1_pretraining import AlignmentArguments, align_image_text
+
+    world = build_world(seed=0, pool_size=40, num_queries=6, cache_dir=tmp_path)
+    processor = offline_processor(32, texts=world_texts() + agent_texts(), vocab_size=512)
+    benchmark = export_single_edit(world, tmp_path / "single_edit")
+
+    def run():
+        set_seed(0)
+        model = MraCirModel(tiny_config(vocab_size=len(processor.tokenizer), num_query_tokens=4))
+        summary = align_image_text(
+            model, processor, world.pool["image"], world.pool["caption"],
+            AlignmentArguments(max_steps=4, batch_size=16, seed=0), show_progress=False,
+        )  # fmt: skip
+        scores = evaluate_single_edit(model, processor, benchmark, tmp_path / "cache", ("image", "text", "composed"))
+        return summary, scores
+
+    (s1, r1), (s2, r2) = run(), run()
+    assert s1["final_loss"] == s2["final_loss"] and s1["final_loss"] != s1["first_loss"]
+    assert r1 == r2
+    assert set(r1) == {"image", "text", "composed"} and all(0 <= r1[m]["R@10"] <= 100 for m in r1)
+
+
+def test_fast_quickstart_improves_over_untrained(tmp_path):
+    """The CI check: `quickstart --fast` trains through the real builder and trainer and beats the untrained query."""
+    from mra_cir.commands.quickstart import main
+
+    torch.set_num_threads(1)
+    assert main(["--fast", "--output_dir", str(tmp_path), "--show_progress", "false"]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["methods"]) == set(METHODS)
+    for name in METHODS:
+        assert set(results["methods"][name]) == set(METRIC_KEYS)
+    assert results["methods"]["mra_trained"]["R@10"] > results["methods"]["composed_untrained"]["R@10"]
+    assert results["triplets"]["budget_per_window"] >= 64
+    assert (tmp_path / "results.png").stat().st_size > 1000
+    assert results["window_ablation"] == {} and "skipped" in results["window_ablation_note"]
+    assert QuickstartArguments(fast=True).pool_size == results["settings"]["pool_size"]
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"stage1_corpus_size": 1}, "stage1_corpus_size"),
+        ({"stage1_edit_pairs": True}, "needs --stage1_corpus_size"),
+        ({"stage1_itm_negatives": "easy"}, "stage1_itm_negatives"),
+        ({"qformer_layers": 0}, "qformer_layers"),
+        ({"stage1_batch_size": 1}, "stage1_batch_size"),
+        ({"stage1_itg_weight": -1.0}, "stage1_itg_weight"),
+    ],
+)
+def test_stand_in_options_are_validated(options, message):
+    with pytest.raises(ValueError, match=message):
+        QuickstartArguments(**options)
+
+
+def test_device_option_is_validated():
+    assert QuickstartArguments(device="cpu").device == "cpu"
+    assert QuickstartArguments(device="auto").device == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="--device"):
+        QuickstartArguments(device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            QuickstartArguments(device="cuda")
+
+
+def test_help_lists_the_options(capsys):
+    from mra_cir.commands.quickstart import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for option in ("--seed", "--output_dir", "--fast", "--pool_size", "--window", "--ablation"):
+        assert option in out
+
+
+def test_stand_in_options_reach_the_model(tmp_path):
+    """A tiny run with a separate edit-pair corpus, ITC + ITG (no ITM), its own stage-1 batch size and 3 Q-Former
+    layers: the saved model and the results have them."""
+    from mra_cir.commands.quickstart import main
+    from mra_cir.modeling_mra_cir import MraCirModel
+
+    torch.set_num_threads(1)
+    options = ["--pool_size", "40", "--num_queries", "6", "--stage1_steps", "3", "--train_steps", "2", "--batch_size", "8",
+               "--num_triplets", "16", "--ablation", "false", "--show_progress", "false", "--qformer_layers", "3",
+               "--stage1_corpus_size", "64", "--stage1_edit_pairs", "true", "--stage1_itm_weight", "0",
+               "--stage1_itg_weight", "0.5", "--stage1_batch_size", "16"]  # fmt: skip
+    assert main([*options, "--output_dir", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["settings"]["model"]["qformer_layers"] == 3 and results["settings"]["model"]["vit_layers"] == 2
+    assert results["stage1"]["final_itm_loss"] is None and results["settings"]["stage1_corpus_size"] == 64
+    assert results["stage1"]["final_itg_loss"] > 0 and results["stage1"]["batch_size"] == 16
+    model = MraCirModel.from_pretrained(tmp_path / "mra_model")
+    assert model.config.qformer_config.num_hidden_layers == 3 and model.config.vision_config.num_hidden_layers == 2
+    assert results["environment"]["device"] == "cpu"
+
+
+def test_window_workers_do_not_change_the_results(tmp_path):
+    """The ablation's windows trained in 2 spawned processes give exactly the table of one process, in window order."""
+    from mra_cir.commands.quickstart import main
+
+    torch.set_num_threads(1)
+    options = ["--pool_size", "40", "--num_queries", "6", "--stage1_steps", "3", "--train_steps", "3", "--batch_size", "8",
+               "--num_triplets", "16", "--ablation", "true", "--show_progress", "false", "--window_reference_pool_size",
+               "40"]  # fmt: skip
+    tables = {}
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        assert main([*options, "--window_workers", str(workers), "--output_dir", str(out)]) == 0
+        results = json.loads((out / "results.json").read_text())
+        assert results["environment"]["window_workers"] == workers
+        assert (out / "mra_model" / "config.json").exists()
+        tables[workers] = (results["methods"], results["window_ablation"])
+    assert tables[1] == tables[2]
+    assert list(tables[2][1]) == ["51,60", "1,1", "11,20", "91,100", "random"]
+    with pytest.raises(ValueError, match="window_workers"):
+        QuickstartArguments(window_workers=0)

@@ -1,0 +1,144 @@
+"""The agent's response cache (sqlite), its caching front `CachedAgent`, the output filters and the prompts."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+
+import pytest
+
+from mra_cir.dataset_builders.agents.base import AgentBackend, AgentImage, ModificationRequest, parse_yes_no
+from mra_cir.dataset_builders.agents.cache import CachedAgent, ResponseCache, response_key
+from mra_cir.dataset_builders.agents.filters import OutputFilter, normalize_text
+from mra_cir.dataset_builders.agents.prompts import AgentPrompts
+
+
+class CountingAgent(AgentBackend):
+    """A rule-based backend (overrides caption/modify) that counts what it is asked."""
+
+    backend_name, model_name = "counting", "rules-v1"
+
+    def __init__(self, fail_ids=(), **kwargs):
+        super().__init__(**kwargs)
+        self.asked: list[str] = []
+        self.fail_ids = set(fail_ids)
+
+    def caption(self, images):
+        self.asked += [image.id for image in images]
+        return [None if image.id in self.fail_ids else f"a photo of {image.id}" for image in images]
+
+    def modify(self, requests):
+        self.asked += [f"{r.reference.id}->{r.target.id}" for r in requests]
+        return [f"turn {r.reference.id} into {r.target.id}" for r in requests]
+
+
+def _images(n: int) -> list[AgentImage]:
+    return [AgentImage(f"im{i}", f"/nonexistent/im{i}.png", f"{i:064x}") for i in range(n)]
+
+
+def test_cache_stores_once_and_survives_reopen(tmp_path):
+    path = tmp_path / "cache.sqlite"
+    cache = ResponseCache(path)
+    cache.put_many([("k1", "first", "b", "m", "v", "caption")])
+    cache.put_many([("k1", "second", "b", "m", "v", "caption"), ("k2", "other", "b", "m", "v", "modify")])
+    assert cache.get_many(["k1", "k2", "k3"]) == {"k1": "first", "k2": "other"}
+    cache.close()
+    reopened = ResponseCache(path)
+    assert len(reopened) == 2 and reopened.count_by_step() == {"caption": 1, "modify": 1}
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_response_key_depends_on_every_part():
+    base = ("openai", "m", "v1", "modify", "prompt", ["a", "b"], 64)
+    keys = {response_key(*base)}
+    for index, other in enumerate(["x", "m2", "v2", "caption", "prompt2", ["b", "a"], 32]):
+        variant = list(base)
+        variant[index] = other
+        keys.add(response_key(*variant))
+    assert len(keys) == 8
+
+
+def _writer(path: str, start: int) -> None:
+    cache = ResponseCache(path)
+    for i in range(start, start + 50):
+        cache.put_many([(f"k{i}", f"v{i}", "b", "m", "v", "caption")])
+
+
+def test_cache_concurrent_processes_no_duplicates(tmp_path):
+    path = str(tmp_path / "cache.sqlite")
+    ResponseCache(path)
+    processes = [multiprocessing.get_context("fork").Process(target=_writer, args=(path, s)) for s in (0, 25)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    assert all(process.exitcode == 0 for process in processes)
+    assert len(ResponseCache(path)) == 75
+
+
+def test_cached_agent_reuses_answers_and_retries_failures(tmp_path):
+    cache = ResponseCache(tmp_path / "cache.sqlite")
+    images = _images(5)
+    backend = CountingAgent(fail_ids={"im3"}, batch_size=2)
+    agent = CachedAgent(backend, cache)
+    first = agent.caption(images + images[:2])  # duplicates are asked once
+    assert first[3] is None and first[0] == "a photo of im0" and first[5] == first[0]
+    assert backend.asked == ["im0", "im1", "im2", "im3", "im4"]
+    assert agent.stats.calls == 5 and agent.stats.failed == 1 and agent.stats.cached == 0
+
+    second_backend = CountingAgent(batch_size=2)
+    again = CachedAgent(second_backend, cache).caption(images)
+    assert second_backend.asked == ["im3"]  # only the failure is asked again
+    assert again[:3] == first[:3] and again[3] == "a photo of im3"
+
+    # another model or prompt version is another key
+    other = CountingAgent(prompts=AgentPrompts().override(version="v-other", caption="Describe."))
+    CachedAgent(other, cache).caption(images[:1])
+    assert other.asked == ["im0"]
+
+    requests = [ModificationRequest(images[0], images[1], "c0", "c1")]
+    modifier = CountingAgent()
+    assert CachedAgent(modifier, cache).modify(requests) == ["turn im0 into im1"]
+    assert CachedAgent(modifier, cache).modify(requests) == ["turn im0 into im1"] and len(modifier.asked) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        (None, "request_failed"),
+        ("   \n ", "empty"),
+        ('"..."', "empty"),
+        ("I'm sorry, I cannot help with that.", "refusal"),
+        ("As an AI I cannot see images", "refusal"),
+        ("Change image 1 so it looks like image 2", "image_leak"),
+        ("make the first image brighter", "image_leak"),
+        ("Unlike the reference photo, add a hat", "image_leak"),
+        ("a red car", "same_as_caption"),
+        ("A red car.", "same_as_caption"),
+        ("make it " + "very " * 50 + "red", "too_long"),
+    ],
+)
+def test_filter_rejections(text, reason):
+    output_filter = OutputFilter(max_words=40)
+    assert output_filter.modification(text, "a red car", "a blue car on grass") is None
+    assert output_filter.rejected == {reason: 1}
+
+
+def test_filter_normalises_and_keeps_good_text():
+    output_filter = OutputFilter(max_chars=30)
+    assert normalize_text('  Instruction: "Make it red\n and  shiny." ') == "Make it red and shiny."
+    assert output_filter.modification("Make it red\nand shiny.", "a blue car", "a red car") == "Make it red and shiny."
+    assert output_filter.caption("x" * 31) is None and output_filter.rejected == {"caption_too_long": 1}
+    assert output_filter.verification(True) and not output_filter.verification(False)
+    assert not output_filter.verification(None)
+    assert output_filter.rejected["not_verified"] == 1 and output_filter.rejected["verify_unclear"] == 1
+    assert [parse_yes_no(t) for t in ["Yes.", "no, it does not", "maybe", None]] == [True, False, None, None]
+
+
+def test_prompts_override_needs_new_version():
+    prompts = AgentPrompts()
+    with pytest.raises(ValueError, match="new version"):
+        prompts.override(version=prompts.version, caption="Describe.")
+    with pytest.raises(ValueError, match="placeholders"):
+        prompts.override(version="v2", modify="no placeholders here")
+    assert prompts.override(version="v2", caption="Describe.").caption == "Describe."
