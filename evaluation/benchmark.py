@@ -2,7 +2,9 @@
 
 [`CirBenchmarkLoader`] reads a split into `datasets.Dataset`s of queries and of the gallery with one schema for all
 benchmarks; each benchmark module ([`.fashioniq`], [`.cirr`], [`.circo`]) only knows where its files are and how its
-records read:
+records read. Every image path stays inside the data root, resolved with symlinks followed ([`contained_path`],
+[`check_inside_root`]): a `../` or absolute entry in a split file, or an image linking elsewhere, is an error naming
+the file and the entry.
 
 queries: `query_id` (str: FashionIQ the record's index in the caption file, CIRR the `pairid`, CIRCO the `id`),
 `reference_id`, `reference_image` (`datasets.Image`, decoded on access), `text` (the modification text; FashionIQ's
@@ -34,6 +36,49 @@ import datasets
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+class PathOutsideRootError(ValueError):
+    """A path read from a benchmark file (or an image it names) leads outside the data root."""
+
+
+def contained_path(root: Path, entry: str, where: str, name: str) -> Path:
+    """`root / entry` when it stays inside `root` once both are resolved (symlinks followed); otherwise
+    [`PathOutsideRootError`] naming the file (`where`), the entry's `name` and its value.
+
+    Absolute entries and entries climbing out with `..` are refused even when the file they name exists: a benchmark
+    file never reads outside its data root."""
+    if os.path.isabs(entry):
+        raise PathOutsideRootError(
+            f"{where}: entry {name!r} -> {entry!r} is an absolute path; paths must be relative to the data root {root}"
+        )
+    path = root / entry
+    real, real_root = os.path.realpath(path), os.path.realpath(root)
+    if os.path.commonpath([real, real_root]) != real_root:
+        raise PathOutsideRootError(
+            f"{where}: entry {name!r} -> {entry!r} resolves to {real}, outside the data root {real_root} "
+            "(symbolic links are followed)"
+        )
+    return path
+
+
+def check_inside_root(paths: dict[str, Path | None], root: Path, benchmark: str) -> None:
+    """Every path of `paths` (image id -> path) resolves inside `root` (an image file that is a symbolic link to
+    elsewhere is refused, naming the id); folders are resolved once each."""
+    real_root = os.path.realpath(root)
+    folders: dict[str, str] = {}
+    for image_id, path in paths.items():
+        if path is None:
+            continue
+        parent = str(path.parent)
+        if parent not in folders:
+            folders[parent] = os.path.realpath(parent)
+        real = os.path.realpath(path) if os.path.islink(path) else os.path.join(folders[parent], path.name)
+        if os.path.commonpath([real, real_root]) != real_root:
+            raise PathOutsideRootError(
+                f"{benchmark}: image {image_id!r} ({path}) resolves to {real}, outside the image root {real_root} "
+                "(symbolic links are followed)"
+            )
 
 
 class MissingImagesError(FileNotFoundError):
@@ -204,6 +249,7 @@ class CirBenchmarkLoader:
         gallery_ids = self.read_gallery_ids(split, subset)
         needed = list(dict.fromkeys(gallery_ids + [r["reference_id"] for r in rows]))
         paths = self.image_paths(needed, split)
+        check_inside_root(paths, self.image_root, self.name)
         missing = [i for i in needed if paths.get(i) is None]
         if missing and not allow_missing:
             raise MissingImagesError(self.name, missing, str(self.image_root))
@@ -247,4 +293,14 @@ def index_folder(folder: Path) -> dict[str, Path]:
     return found
 
 
-__all__ = ["IMAGE_EXTENSIONS", "CirBenchmarkLoader", "CirSplit", "MissingImagesError", "index_folder", "read_json"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "CirBenchmarkLoader",
+    "CirSplit",
+    "MissingImagesError",
+    "PathOutsideRootError",
+    "check_inside_root",
+    "contained_path",
+    "index_folder",
+    "read_json",
+]

@@ -6,7 +6,9 @@ Official layout: `<root>/annotations/{val,test}.json`; the gallery is COCO 2017 
 image in the image folder whose name is a number (a warning says so). Protocol: mAP@K (K = 5, 10, 25, 50) with several
 ground truths (`gt_img_ids`): over the top K, the sum of the precision at each rank holding a ground truth, divided by
 `min(#ground truths, K)`, averaged over queries, in percent; predictions unique per query; the reference is not
-excluded by the official scorer.
+excluded by the official scorer. Beside mAP@K, CIRCO's own evaluation script (`src/evaluation.py` of miccunifi/CIRCO)
+prints Recall@K against the single `target_img_id` (the image the caption was written for) and mAP@10 per semantic
+aspect (`semantic_aspects` of `annotations/val.json`): [`score_circo`] reports them when given the targets and aspects.
 
 Rankings and test-server file: `{"<query id>": [top-50 COCO image ids]}` for every query id.
 """
@@ -18,9 +20,18 @@ import os
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
-from .benchmark import CirBenchmarkLoader, index_folder, read_json
+from .benchmark import CirBenchmarkLoader, contained_path, index_folder, read_json
 from .evaluator import CirEvaluator
-from .metrics import CIRCO_KS, Rankings, as_strings, check_unique, map_at_k, remove_from_rankings
+from .metrics import (
+    CIRCO_KS,
+    Rankings,
+    as_strings,
+    average_precision_at_k,
+    check_unique,
+    map_at_k,
+    recall_at_k,
+    remove_from_rankings,
+)
 from .submissions import (
     SubmissionError,
     check_ids,
@@ -33,6 +44,19 @@ from .submissions import (
 logger = logging.getLogger(__name__)
 
 CIRCO_LENGTH = 50
+#: the semantic aspects of CIRCO's val annotations, in the order the official script prints them
+CIRCO_SEMANTIC_ASPECTS = (
+    "cardinality",
+    "addition",
+    "negation",
+    "direct_addressing",
+    "compare_change",
+    "comparative_statement",
+    "statement_with_conjunction",
+    "spatial_relations_background",
+    "viewpoint",
+)
+SEMANTIC_K = 10  # the official script reports mAP@10 per semantic aspect
 
 
 class CircoLoader(CirBenchmarkLoader):
@@ -97,7 +121,11 @@ class CircoLoader(CirBenchmarkLoader):
             data = read_json(info, "COCO image_info_unlabeled2017.json")
             if not isinstance(data, dict) or "images" not in data:
                 raise ValueError(f"{info}: expected a COCO image info file with an 'images' list")
-            return {str(im["id"]): im.get("file_name", f"{int(im['id']):012d}.jpg") for im in data["images"]}
+            files = {str(im["id"]): im.get("file_name", f"{int(im['id']):012d}.jpg") for im in data["images"]}
+            for image_id, name in files.items():  # a file name in the image folder, never a path out of it
+                if not isinstance(name, str) or os.path.basename(name) != name or name in ("", ".", ".."):
+                    contained_path(images, str(name), str(info), image_id)
+            return files
         logger.warning(
             "circo: image_info_unlabeled2017.json not found under %s; the gallery is every image in %s",
             self.data_root,
@@ -126,8 +154,10 @@ def score_circo(
     exclude_reference: bool = False,
     ks: Sequence[int] = CIRCO_KS,
     query_ids: Sequence[str] | None = None,
+    targets: Sequence | None = None,
+    semantic_aspects: Sequence[Sequence[str]] | None = None,
 ) -> dict[str, float]:
-    """CIRCO: mAP@K in percent (`mAP@5`, `mAP@10`, `mAP@25`, `mAP@50`).
+    """CIRCO: mAP@K in percent (`mAP@5`, `mAP@10`, `mAP@25`, `mAP@50`), and what the official script prints beside it.
 
     Args:
         rankings (`Sequence[Sequence]` of length N): ranked COCO ids per query (unique per query).
@@ -135,6 +165,23 @@ def score_circo(
         references (`Sequence`, *optional*): `reference_img_id` per query, needed with `exclude_reference`.
         exclude_reference (`bool`, defaults to `False`): delete the reference before scoring (the official scorer
             does not).
+        ks (`Sequence[int]`, defaults to `(5, 10, 25, 50)`): the cut-offs of mAP@K (and Recall@K).
+        query_ids (`Sequence[str]`, *optional*): names the query in errors.
+        targets (`Sequence`, *optional*): `target_img_id` per query: adds `Recall@K` for every K of `ks`, the
+            official script's recall against the single target the caption was written for (`gt_img_ids[0]`).
+        semantic_aspects (`Sequence[Sequence[str]]`, *optional*): `semantic_aspects` per query: adds
+            `mAP@10_<aspect>` (the mean AP@10 of the queries carrying that aspect) for each aspect that some query
+            carries, in the official order ([`CIRCO_SEMANTIC_ASPECTS`], then any other aspect by name).
+
+    Returns:
+        `dict[str, float]`: `mAP@K`, then `Recall@K`, then `mAP@10_<aspect>` (percent).
+
+    Example:
+
+    ```python
+    >>> score_circo([["7", "3"]], [["3", "9"]], targets=["3"], semantic_aspects=[["addition"]], ks=(5,))
+    {'mAP@5': 25.0, 'Recall@5': 100.0, 'mAP@10_addition': 25.0}
+    ```
     """
     ranked = as_strings(rankings)
     check_unique(ranked, query_ids)
@@ -143,7 +190,35 @@ def score_circo(
             raise ValueError("score_circo: exclude_reference needs the references")
         ranked = remove_from_rankings(ranked, [str(r) for r in references])
     gts = [[str(g) for g in gt] for gt in ground_truths]
-    return {f"mAP@{k}": 100.0 * v for k, v in map_at_k(ranked, gts, ks).items()}
+    out = {f"mAP@{k}": 100.0 * v for k, v in map_at_k(ranked, gts, ks).items()}
+    if targets is not None:
+        if len(targets) != len(ranked):
+            raise ValueError(f"score_circo: {len(ranked)} rankings but {len(targets)} target_img_id values")
+        out.update({f"Recall@{k}": 100.0 * v for k, v in recall_at_k(ranked, [str(t) for t in targets], ks).items()})
+    if semantic_aspects is not None:
+        if len(semantic_aspects) != len(ranked):
+            raise ValueError(f"score_circo: {len(ranked)} rankings but {len(semantic_aspects)} semantic_aspects lists")
+        per_aspect: dict[str, list[float]] = {}
+        for ranking, gt, aspects in zip(ranked, gts, semantic_aspects):
+            ap = average_precision_at_k(ranking, gt, SEMANTIC_K)
+            for aspect in aspects or ():
+                per_aspect.setdefault(str(aspect), []).append(ap)
+        order = [a for a in CIRCO_SEMANTIC_ASPECTS if a in per_aspect] + sorted(
+            a for a in per_aspect if a not in CIRCO_SEMANTIC_ASPECTS
+        )
+        out.update({f"mAP@{SEMANTIC_K}_{a}": 100.0 * sum(per_aspect[a]) / len(per_aspect[a]) for a in order})
+    return out
+
+
+def official_extras(records: Sequence[Mapping]) -> dict[str, list]:
+    """`targets` and `semantic_aspects` for [`score_circo`] from CIRCO annotation records (`target_img_id`,
+    `semantic_aspects`), for the fields every record has (val has both; test has neither: `{}`)."""
+    extras: dict[str, list] = {}
+    if records and all("target_img_id" in r for r in records):
+        extras["targets"] = [str(r["target_img_id"]) for r in records]
+    if records and all("semantic_aspects" in r for r in records):
+        extras["semantic_aspects"] = [list(r["semantic_aspects"] or ()) for r in records]
+    return extras
 
 
 def validate_circo_submission(data: Mapping, query_ids: Sequence[str], where: str = "CIRCO submission") -> None:
@@ -164,36 +239,53 @@ def write_circo_submission(
     return write_json(Path(path), data)
 
 
-def read_circo_rankings(path: str | os.PathLike, query_ids: Sequence[str]) -> dict[str, list[str]]:
-    """Read `{"<query id>": [COCO ids]}`; returns query id -> ranked ids as strings, for every id of `query_ids`."""
+def read_circo_rankings(
+    path: str | os.PathLike, query_ids: Sequence[str], gallery: Collection[str] | None = None
+) -> dict[str, list[str]]:
+    """Read `{"<query id>": [COCO ids]}`; returns query id -> ranked ids as strings, for every id of `query_ids`.
+
+    Every ranked id must be a COCO image id (an integer); with `gallery` (the split's COCO 2017 unlabeled ids), one of
+    the gallery's: an unknown id raises [`SubmissionError`] naming the query and the id."""
     where = str(path)
     data = load_rankings_json(path)
     if not isinstance(data, dict):
         raise SubmissionError(f"{where}: expected a JSON object query id -> ranked COCO ids (CIRCO server format)")
     preds = {str(k): v for k, v in data.items()}
     check_ids(where, list(preds), query_ids)
-    return {qid: check_ranking(where, qid, preds[qid]) for qid in query_ids}
+    ranked = {qid: check_ranking(where, qid, preds[qid]) for qid in query_ids}
+    known = set(gallery) if gallery else None
+    for qid, ranking in ranked.items():
+        bad = [x for x in ranking if not x.isdigit()] if known is None else [x for x in ranking if x not in known]
+        if bad:
+            what = "not a COCO image id" if known is None else "not in the gallery (COCO 2017 unlabeled)"
+            raise SubmissionError(f"{where}: query {qid!r}: id {bad[0]!r} is {what} ({len(bad)} such id(s))")
+    return ranked
 
 
 def score_rankings_file(
     loader: CircoLoader, split: str, rankings: str | os.PathLike, exclude_reference: bool = False, **unused
 ) -> dict[str, float]:
     """Score a CIRCO rankings file (`{"<query id>": [COCO ids]}`) against the loader's annotations."""
-    rows = loader.read_queries(split)[1]
+    records, rows = loader.read_queries(split)
     require_ground_truth("circo", split, rows)
     query_ids = [row["query_id"] for row in rows]
-    ranked = read_circo_rankings(rankings, query_ids)
+    # the gallery is known from COCO's image info file (without it, ids are only checked to be COCO ids)
+    gallery = loader.read_gallery_ids(split) if loader._coco_dirs()[0] is not None else None
+    ranked = read_circo_rankings(rankings, query_ids, gallery)
     return score_circo(
         [ranked[q] for q in query_ids],
         ground_truths=[row["target_ids"] for row in rows],
         references=[row["reference_id"] for row in rows],
         exclude_reference=exclude_reference,
         query_ids=query_ids,
+        **official_extras(records),
     )
 
 
 class CircoEvaluator(CirEvaluator):
-    """CIRCO: mAP@5/10/25/50 with several ground truths; the reference is kept unless `exclude_reference=True`."""
+    """CIRCO: mAP@5/10/25/50 with several ground truths, plus what the official script prints beside them on val
+    (`Recall@K` against `target_img_id`, `mAP@10_<aspect>` per semantic aspect); the reference is kept unless
+    `exclude_reference=True`."""
 
     benchmark = "circo"
     primary_metric = "mAP@5"
@@ -211,13 +303,15 @@ class CircoEvaluator(CirEvaluator):
         return list(split.queries["reference_id"]) if self.exclude_reference else super().exclusions(split)
 
     def score(self):
-        q = self.splits["circo"].queries
+        split = self.splits["circo"]
+        q = split.queries
         return score_circo(
             list(self.rankings["circo"].values()),
             ground_truths=q["target_ids"],
             references=q["reference_id"],
             exclude_reference=self.exclude_reference,
             query_ids=q["query_id"],
+            **official_extras(split.records),
         )
 
     def rankings_files(self):
@@ -236,9 +330,11 @@ class CircoEvaluator(CirEvaluator):
 
 __all__ = [
     "CIRCO_LENGTH",
+    "CIRCO_SEMANTIC_ASPECTS",
     "CircoEvaluator",
     "CircoLoader",
     "read_circo_rankings",
+    "official_extras",
     "score_circo",
     "score_rankings_file",
     "validate_circo_submission",

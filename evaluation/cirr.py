@@ -18,7 +18,7 @@ import sys
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
-from .benchmark import CirBenchmarkLoader, read_json
+from .benchmark import CirBenchmarkLoader, contained_path, read_json
 from .evaluator import CirEvaluator
 from .metrics import (
     CIRR_KS,
@@ -99,11 +99,14 @@ class CirrLoader(CirBenchmarkLoader):
 
     def image_paths(self, ids, split):
         mapping = self._split_file(split)
+        where = str(self.annotations_dir / "image_splits" / f"split.rc2.{split}.json")
         root = self.image_root
         out: dict[str, Path | None] = {}
         for i in ids:
             rel = mapping.get(i)
-            path = root / rel if rel is not None else None
+            if rel is not None and not isinstance(rel, str):
+                raise ValueError(f"{where}: entry {i!r} -> {rel!r} is not a path")
+            path = contained_path(root, rel, where, i) if rel is not None else None
             out[i] = path if path is not None and path.is_file() else None
         return out
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .benchmark import CirBenchmarkLoader, index_folder, read_json
+from .benchmark import CirBenchmarkLoader, contained_path, index_folder, read_json
 from .evaluator import CirEvaluator
 from .metrics import Rankings, as_strings, check_unique, recall_at_k
 from .submissions import (
@@ -93,7 +93,11 @@ class FashionIQLoader(CirBenchmarkLoader):
         return [str(n) for n in names]
 
     def image_paths(self, ids, split):
-        index = index_folder(self.image_root)
+        root = self.image_root
+        for i in ids:  # names, looked up in the image folder: one with a path in it must not leave the folder
+            if "/" in i or "\\" in i or i.startswith(".."):
+                contained_path(root, i, f"FashionIQ {split} annotations", i)
+        index = index_folder(root)
         return {i: index.get(i) for i in ids}
 
 

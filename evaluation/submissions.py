@@ -12,8 +12,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .benchmark import read_json
-
 
 class SubmissionError(ValueError):
     """A rankings or submission file does not have the expected shape or content."""
@@ -84,11 +82,25 @@ def warn_unknown(where: str, rankings: Sequence[Sequence[str]], gallery: set[str
 
 
 def load_rankings_json(path: str | os.PathLike):
-    """The JSON content of a rankings file ([`SubmissionError`] naming the file when it is missing or invalid)."""
+    """The JSON content of a rankings file ([`SubmissionError`] naming the file when it is missing or invalid, or when
+    an object names a key twice: `json` would silently keep the last ranking of a query given twice)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SubmissionError(f"rankings file not found: {path}")
+
+    def unique_keys(pairs: list[tuple[str, object]]) -> dict:
+        seen: dict = {}
+        for key, value in pairs:
+            if key in seen:
+                raise SubmissionError(f"{path}: key {key!r} appears twice (each query id once)")
+            seen[key] = value
+        return seen
+
     try:
-        return read_json(Path(path), "rankings file")
-    except (FileNotFoundError, ValueError) as e:
-        raise SubmissionError(str(e)) from e
+        with open(path, encoding="utf-8") as f:
+            return json.load(f, object_pairs_hook=unique_keys)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SubmissionError(f"{path} is not valid JSON (rankings file): {e}") from e
 
 
 __all__ = [

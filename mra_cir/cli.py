@@ -11,7 +11,6 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("mra_cir.commands.demo", "Smoke demo: tiny random model saved, reloaded with AutoModel, one query."),
     "quickstart": ("mra_cir.commands.quickstart", "The offline synthetic world, end to end (the README's main job)."),
     "quickstart-diagnostics": (
         "mra_cir.commands.quickstart_diagnostics",
@@ -19,10 +18,22 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "mine": ("mra_cir.commands.mine", "Mine (reference, target) pairs from image features with a rank window."),
     "search": ("mra_cir.commands.search", "Search a gallery index with a composed query (image + text)."),
+    "app": (
+        "mra_cir.commands.app",
+        "Composed-search web app (Gradio); the quickstart's model and gallery by default.",
+    ),
     "build-triplets": ("mra_cir.commands.build_triplets", "Build MRA training triplets from a folder of images."),
     "train": ("mra_cir.commands.train", "Fine-tune the Q-Former on triplets with max-sim InfoNCE."),
     "evaluate": ("mra_cir.commands.evaluate", "Zero-shot evaluation on FashionIQ, CIRR or CIRCO."),
     "evaluate-rankings": ("mra_cir.commands.evaluate_rankings", "Score a rankings file with the official protocols."),
+    "convert-lavis": (
+        "mra_cir.commands.convert_lavis",
+        "Convert a LAVIS BLIP-2 checkpoint (SPRC, CoVR-2) to MraCirModel.",
+    ),
+    "window-sweep": (
+        "mra_cir.commands.window_sweep",
+        "The paper's mining-window ablation: build, train, evaluate, plot.",
+    ),
 }
 
 

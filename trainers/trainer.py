@@ -21,6 +21,7 @@ from transformers.utils import logging
 
 from .collator import MraCirCollator
 from .freezing_and_lora import base_model, is_peft, prepare_model_for_training
+from .holdout import TripletRecallEvaluator, split_holdout
 from .sampler import NoDuplicateTargetSampler
 from .training_args import MraCirTrainingArguments
 from .vit_cache import VitOutputCache
@@ -48,6 +49,10 @@ SUMMARY_ARGS = (
     "learn_temperature",
     "avoid_duplicate_targets",
     "cache_vit_outputs",
+    "zero_shot_protocol",
+    "triplet_holdout",
+    "metric_for_best_model",
+    "load_best_model_at_end",
 )
 LORA_SUMMARY_ARGS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_target_modules", "lora_modules_to_save")
 
@@ -64,9 +69,12 @@ class MraCirTrainer(Trainer):
             the eval loss is the InfoNCE over each eval batch (no cross-process negatives in evaluation).
         processing_class ([`MraCirProcessor`]): builds the default [`MraCirCollator`]; saved next to the model.
         cir_evaluators (`Sequence[Callable]`, *optional*): objects with `__call__(model, processor=None) ->
-            dict[str, float]` (e.g. `mra_cir.evaluation.CirrEvaluator`); run at each evaluation on the main
-            process, their metrics merged as `eval_<benchmark>_<metric>` (`eval_<metric>` for an evaluator without a
-            `benchmark` attribute), also without an `eval_dataset`. Set `metric_for_best_model="cirr_R@1"` etc.
+            dict[str, float]` (e.g. `mra_cir.evaluation.CirrEvaluator`); run at each evaluation, their metrics merged
+            as `eval_<benchmark>_<metric>` (`eval_<metric>` for an evaluator without a `benchmark` attribute), also
+            without an `eval_dataset`. Under DDP an evaluator with `supports_distributed = True` (the benchmark
+            evaluators) runs on every process, each encoding its shard of the gallery; others run on the main
+            process; the main process's metrics are shared. Zero-shot runs log benchmark metrics but never select on
+            them (`args.zero_shot_protocol`).
         vit_cache ([`VitOutputCache`], *optional*): precomputed ViT outputs; built (and saved to
             `args.vit_cache_dir`) when `args.cache_vit_outputs` and none is given.
         dataset_name (`str`, *optional*): how the model card names the training data (default: from the dataset's
@@ -108,6 +116,21 @@ class MraCirTrainer(Trainer):
             data_collator = MraCirCollator(processing_class)
         self.cir_evaluators = list(cir_evaluators or [])
         self.dataset_name = dataset_name or _dataset_name(train_dataset)
+        self.holdout_report: dict | None = None
+        if args.triplet_holdout and train_dataset is not None:
+            if eval_dataset is not None:
+                raise ValueError(
+                    "give either eval_dataset or args.triplet_holdout (a slice of train_dataset), not both"
+                )
+            train_dataset, eval_dataset, self.holdout_report = split_holdout(
+                train_dataset, args.triplet_holdout, args.data_seed if args.data_seed is not None else args.seed
+            )
+            logger.info("held-out triplets: %s", self.holdout_report)
+            self.cir_evaluators.append(
+                TripletRecallEvaluator(
+                    eval_dataset, args.per_device_eval_batch_size, num_workers=args.dataloader_num_workers
+                )
+            )
         # Trainer refuses eval_strategy without an eval_dataset; CIR evaluators alone are enough here
         restore = None
         if eval_dataset is None and self.cir_evaluators and args.eval_strategy != "no":
@@ -189,31 +212,44 @@ class MraCirTrainer(Trainer):
         return output
 
     def _cir_metrics(self, prefix: str) -> dict[str, float]:
-        """Run every CIR evaluator on the main process (unwrapped model, eval mode) and share the metrics."""
+        """Run every CIR evaluator (unwrapped model, eval mode) and share the main process's metrics.
+
+        Under DDP an evaluator with `supports_distributed = True` runs on every process (each encodes its shard of
+        the gallery and the shards are gathered once: no process idles in a collective while one encodes the whole
+        gallery); any other evaluator runs on the main process only."""
         if not self.cir_evaluators:
             return {}
+        distributed = self.args.world_size > 1 and torch.distributed.is_initialized()
         metrics: dict[str, float] = {}
-        if self.is_world_process_zero():
-            model = self.accelerator.unwrap_model(self.model)
-            was_training = model.training
-            model.eval()
-            try:
-                with torch.no_grad():
-                    for evaluator in self.cir_evaluators:
-                        benchmark = getattr(evaluator, "benchmark", "")
-                        for key, value in evaluator(model, self.processing_class).items():
-                            name = f"{prefix}_{benchmark}_{key}" if benchmark else f"{prefix}_{key}"
-                            if name in metrics:
-                                name = f"{prefix}_{type(evaluator).__name__}_{key}"
-                            if isinstance(value, (int, float)) or (torch.is_tensor(value) and value.numel() == 1):
-                                metrics[name] = float(value)
-            finally:
-                model.train(was_training)
-        if self.args.world_size > 1 and torch.distributed.is_initialized():
+        model = self.accelerator.unwrap_model(self.model)
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                for evaluator in self.cir_evaluators:
+                    everywhere = distributed and getattr(evaluator, "supports_distributed", False)
+                    if not (everywhere or self.is_world_process_zero()):
+                        continue
+                    result = evaluator(model, self.processing_class)
+                    if self.is_world_process_zero():
+                        self._merge_metrics(metrics, evaluator, result, prefix)
+        finally:
+            model.train(was_training)
+        if distributed:
             shared = [metrics]
             torch.distributed.broadcast_object_list(shared, src=0)
             metrics = shared[0]
         return metrics
+
+    @staticmethod
+    def _merge_metrics(metrics: dict[str, float], evaluator, result: dict, prefix: str) -> None:
+        benchmark = getattr(evaluator, "benchmark", "")
+        for key, value in result.items():
+            name = f"{prefix}_{benchmark}_{key}" if benchmark else f"{prefix}_{key}"
+            if name in metrics:
+                name = f"{prefix}_{type(evaluator).__name__}_{key}"
+            if isinstance(value, (int, float)) or (torch.is_tensor(value) and value.numel() == 1):
+                metrics[name] = float(value)
 
     # ------------------------------------------------------------------------------------------------ saving, card
     def training_summary(self) -> dict[str, Any]:
@@ -236,9 +272,14 @@ class MraCirTrainer(Trainer):
             "hyperparameters": hyper,
             "training_progress": {"global_step": self.state.global_step, "epoch": self.state.epoch},
             "num_train_triplets": len(self.train_dataset) if hasattr(self.train_dataset, "__len__") else None,
+            "checkpoint_selection": (
+                f"best {args.metric_for_best_model}" if args.load_best_model_at_end else "last checkpoint"
+            ),
             "trainable_parameters": trainable,
             "metrics": metrics,
         }
+        if self.holdout_report:
+            summary["held_out_triplets"] = self.holdout_report
         if self.base_model_name:
             summary["base_model"] = self.base_model_name
         return summary

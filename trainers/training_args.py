@@ -18,6 +18,8 @@ from transformers import TrainingArguments
 QFORMER_LORA_TARGET_MODULES = r"qformer\.encoder\.layer\.\d+\.(attention|crossattention)\.attention\.(query|value)"
 
 QFORMER_TRAINING_MODES = ("full", "lora", "frozen")
+#: metric-name prefixes of the zero-shot benchmarks: no training-time selection may use them (`zero_shot_protocol`)
+BENCHMARK_METRIC_PREFIXES = ("fashioniq", "cirr", "circo")
 
 
 @dataclass
@@ -104,6 +106,37 @@ class MraCirTrainingArguments(TrainingArguments):
             "--benchmarks_dir; MraCirTrainer itself takes ready evaluators (cir_evaluators=...)."
         },
     )
+    zero_shot_protocol: bool = field(
+        default=True,
+        metadata={
+            "help": "Zero-shot: no benchmark split steers training. Refuses a metric_for_best_model (hence best-"
+            "checkpoint selection and early stopping) on a benchmark metric (fashioniq_*, cirr_*, circo_*); benchmark"
+            " metrics may still be logged (--eval_benchmarks). Select on the held-out triplets (--triplet_holdout: "
+            "loss, triplet_R@K) or keep the last checkpoint. False only for supervised / non-zero-shot studies."
+        },
+    )
+    triplet_holdout: float = field(
+        default=0.0,
+        metadata={
+            "help": "Hold out a fraction (< 1) or a number (>= 1) of the training references with their triplets, and "
+            "every training triplet sharing an image with them: evaluated at each evaluation as eval_loss (InfoNCE) "
+            "and eval_triplet_R@1/5/10/50 (composed query among the slice's targets). 0: none."
+        },
+    )
+    eval_cache_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Where the benchmark evaluators of --eval_benchmarks cache the gallery's frozen-ViT outputs across "
+            "evaluations (default ~/.cache/mra_cir/gallery_features; '' = no cache)."
+        },
+    )
+    eval_cache_vision_outputs: bool = field(
+        default=True,
+        metadata={
+            "help": "Cache the benchmark galleries' ViT outputs across evaluations (with a frozen ViT only): later "
+            "evaluations run only the Q-Former. Disk: ~0.7 MB per image in bfloat16 (89 GB for CIRCO's 123k)."
+        },
+    )
     # ------------------------------------------------------------------------------------------------------ speed
     cache_vit_outputs: bool = field(
         default=False,
@@ -153,6 +186,16 @@ class MraCirTrainingArguments(TrainingArguments):
             raise ValueError(f"logit_temperature_init must be > 0, got {self.logit_temperature_init}")
         if self.cache_vit_outputs and not self.freeze_vision_model:
             raise ValueError("cache_vit_outputs needs freeze_vision_model=True (a trained ViT's outputs change)")
+        if self.triplet_holdout < 0:
+            raise ValueError(f"triplet_holdout must be >= 0, got {self.triplet_holdout}")
+        selection = (self.metric_for_best_model or "").removeprefix("eval_").lower()
+        if self.zero_shot_protocol and selection.startswith(BENCHMARK_METRIC_PREFIXES):
+            raise ValueError(
+                f"metric_for_best_model={self.metric_for_best_model!r} selects on a benchmark split: not zero-shot "
+                "(zero_shot_protocol=True). Select on the held-out triplets (--triplet_holdout 0.02 "
+                "--metric_for_best_model triplet_R@10, or loss), keep the last checkpoint (no metric_for_best_model), "
+                "or pass --zero_shot_protocol false for a study that is not zero-shot"
+            )
         if self.activation_checkpointing and self.activation_checkpointing_kwargs is None:
             # reentrant checkpointing drops the gradient of LoRA weights when a layer's input does not require grad
             self.activation_checkpointing_kwargs = {"use_reentrant": False}
@@ -188,4 +231,9 @@ def _has_accelerator() -> bool:
     return bool((xpu is not None and xpu.is_available()) or (mps is not None and mps.is_available()))
 
 
-__all__ = ["MraCirTrainingArguments", "QFORMER_LORA_TARGET_MODULES", "QFORMER_TRAINING_MODES"]
+__all__ = [
+    "BENCHMARK_METRIC_PREFIXES",
+    "MraCirTrainingArguments",
+    "QFORMER_LORA_TARGET_MODULES",
+    "QFORMER_TRAINING_MODES",
+]

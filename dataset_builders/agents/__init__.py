@@ -20,11 +20,12 @@ from .base import (
 )
 from .cache import CachedAgent, ResponseCache
 from .filters import OutputFilter
-from .prompts import DEFAULT_PROMPT_VERSION, AgentPrompts, get_prompts, register_prompts
+from .prompts import DEFAULT_PROMPT_VERSION, DIRECT_PROMPT_VERSION, AgentPrompts, get_prompts, register_prompts
 from .registry import available_agent_backends, make_agent, register_agent_backend
 
 __all__ = [
     "DEFAULT_PROMPT_VERSION",
+    "DIRECT_PROMPT_VERSION",
     "AgentBackend",
     "AgentError",
     "AgentImage",

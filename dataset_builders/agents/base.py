@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,8 @@ class AgentError(RuntimeError):
 
 
 class AgentUnavailableError(AgentError):
-    """No server answered (connection refused or timed out on every URL after all retries).
+    """The whole backend is down: no server answered anything (neither a request nor a probe of every URL) within the
+    time-out. A single request that keeps timing out while the servers answer others is a failed item, not this.
 
     The build stops cleanly; everything answered so far is in the response cache, so a re-run resumes.
     """
@@ -56,9 +58,12 @@ class AgentImage:
     sha256: str
 
     @classmethod
-    def from_path(cls, path: str | Path, id: str | None = None) -> AgentImage:
+    def from_path(cls, path: str | Path, id: str | None = None, content_hashes=None) -> AgentImage:
+        """The image of a file; its hash comes from `content_hashes` (a [`ContentHashes`] memo: read once) when given,
+        else from reading the file."""
         path = Path(path)
-        return cls(id=id if id is not None else path.name, path=str(path), sha256=file_sha256(path))
+        digest = content_hashes.sha256(path) if content_hashes is not None else file_sha256(path)
+        return cls(id=id if id is not None else path.name, path=str(path), sha256=digest)
 
 
 @dataclass(frozen=True)
@@ -130,8 +135,10 @@ class AgentBackend:
     >>> register_agent_backend("scene", SceneAgent)
     ```
 
-    Return `None` for an item that failed (it is counted and dropped, and asked again on a re-run); raise
-    `AgentUnavailableError` when the whole backend is down (the build stops; a re-run resumes from the cache).
+    Return `None` for an item that failed (it is counted, the build stays incomplete and a re-run asks it again; count
+    the reason in `self.failures`); raise `AgentUnavailableError` when the whole backend is down (the build stops; a
+    re-run resumes from the cache). Settings that change the answers (temperature, sampling, the weights) belong in
+    `cache_settings()`, which is part of every response-cache key.
     Backends must be picklable (the builder may hand them to worker processes): create clients/models lazily and
     drop them in `__getstate__` (see `_unpicklable`).
     """
@@ -155,10 +162,17 @@ class AgentBackend:
             self.batch_size = batch_size
         if max_new_tokens is not None:
             self.max_new_tokens = max_new_tokens
+        self.failures: Counter = Counter()
 
     @property
     def prompt_version(self) -> str:
         return self.prompts.version
+
+    def cache_settings(self) -> dict[str, Any]:
+        """The settings besides the model, the prompt and the generation budget that change the answers (e.g.
+        temperature, sampling, a weights hash): part of every response-cache key and of the builder's cache folder.
+        JSON-able values only; `{}` for a backend whose answers depend on nothing else."""
+        return {}
 
     # -- the three steps (LLM backends inherit these) ---------------------------------------------------------------
 

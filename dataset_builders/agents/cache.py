@@ -1,7 +1,8 @@
 """On-disk response cache of the MRA agent (sqlite, WAL) and `CachedAgent`, the caching front of any backend.
 
 A response is keyed by the backend name, the model name, the prompt version, the step ("caption", "modify",
-"verify"), the prompt text, the SHA-256 of each image in order and the generation budget. A re-run makes zero calls
+"verify"), the prompt text, the SHA-256 of each image in order, the generation budget and the backend's
+answer-changing settings (`AgentBackend.cache_settings()`: temperature, sampling, weights hash). A re-run makes zero calls
 for what is done; every batch is committed as soon as it is answered, so a crash or a kill loses at most the batch in
 flight, and `INSERT OR IGNORE` on the primary key never stores a duplicate (several worker processes may share one
 cache file: the first answer stored wins and every reader uses it).
@@ -15,6 +16,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,10 +37,20 @@ CREATE TABLE IF NOT EXISTS responses (
 
 
 def response_key(
-    backend: str, model: str, prompt_version: str, step: str, prompt: str, image_hashes: Sequence[str], max_tokens: int
+    backend: str,
+    model: str,
+    prompt_version: str,
+    step: str,
+    prompt: str,
+    image_hashes: Sequence[str],
+    max_tokens: int,
+    settings: dict | None = None,
 ) -> str:
-    """The cache key (hex SHA-256 of the canonical JSON of every part)."""
-    payload = json.dumps([backend, model, prompt_version, step, prompt, list(image_hashes), int(max_tokens)])
+    """The cache key (hex SHA-256 of the canonical JSON of every part; `settings` only when not empty)."""
+    parts: list = [backend, model, prompt_version, step, prompt, list(image_hashes), int(max_tokens)]
+    if settings:
+        parts.append(settings)
+    payload = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
@@ -124,37 +136,51 @@ class ResponseCache:
 
 @dataclass
 class AgentCallStats:
-    """What the agent did: requests sent to the backend, answered from the cache, and failed (None), per step."""
+    """What the agent did: requests sent to the backend, answered from the cache, and failed (None), per step, and
+    why the failed ones failed (`failure_reasons`, from the backend's `failures` counter: `timeout`, `status_503`,
+    `connect_error`, `bad_response` ...)."""
 
     calls: int = 0
     cached: int = 0
     failed: int = 0
     calls_by_step: dict[str, int] | None = None
+    failed_by_step: dict[str, int] | None = None
+    failure_reasons: dict[str, int] | None = None
 
-    def add(self, step: str, calls: int, cached: int, failed: int) -> None:
+    def add(self, step: str, calls: int, cached: int, failed: int, reasons: dict[str, int] | None = None) -> None:
         self.calls += calls
         self.cached += cached
         self.failed += failed
         self.calls_by_step = self.calls_by_step or {}
         self.calls_by_step[step] = self.calls_by_step.get(step, 0) + calls
+        if failed:
+            self.failed_by_step = self.failed_by_step or {}
+            self.failed_by_step[step] = self.failed_by_step.get(step, 0) + failed
+        for reason, count in (reasons or {}).items():
+            self.failure_reasons = self.failure_reasons or {}
+            self.failure_reasons[reason] = self.failure_reasons.get(reason, 0) + count
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        data["calls_by_step"] = dict(self.calls_by_step or {})
+        for name in ("calls_by_step", "failed_by_step", "failure_reasons"):
+            data[name] = dict(getattr(self, name) or {})
         return data
 
 
 class CachedAgent:
     """Any `AgentBackend` behind the response cache: the same `caption` / `modify` / `verify` methods.
 
-    Misses are sent to the backend `backend.batch_size` at a time and committed after each batch; failures (None) are
+    Misses are sent to the backend `backend.batch_size` at a time and committed after each batch. A backend with
+    `complete_stream` (the OpenAI backend) gets every miss at once instead, keeps its requests in flight without batch
+    boundaries and hands answers back as they come; they are committed every `backend.batch_size` answers. Either way
+    a kill loses at most the answers received since the last commit and the requests in flight. Failures (None) are
     not stored, so a re-run asks them again. After storing, values are read back from the cache, so concurrent
     processes sharing the file all use the first stored answer.
 
     Args:
         backend (`AgentBackend`): the agent.
         cache (`ResponseCache`, *optional*): without one, nothing is cached (every item is a call).
-        on_progress (`Callable[[int], None]`, *optional*): called with the number of items finished after each batch.
+        on_progress (`Callable[[int], None]`, *optional*): called with the number of items finished after each commit.
     """
 
     def __init__(
@@ -167,6 +193,7 @@ class CachedAgent:
         self.cache = cache
         self.on_progress = on_progress
         self.stats = AgentCallStats()
+        self._settings = backend.cache_settings()
 
     def _key(self, step: str, request: ChatRequest) -> str:
         backend = self.backend
@@ -179,54 +206,86 @@ class CachedAgent:
             request.prompt,
             hashes,
             request.max_new_tokens,
+            self._settings,
         )
 
-    def _run(self, step: str, items: Sequence, keys: Sequence[str], call: Callable[[list], list]) -> list[str | None]:
+    def _answers(self, step: str, items: list, chats: list[ChatRequest], call: Callable[[list], list]):
+        """`(index, answer)` for every item: streamed when the backend can and uses the default prompts for this step
+        (a backend overriding `caption` / `modify` / `verify` is called in batches, as written)."""
+        backend = self.backend
+        stream = getattr(backend, "complete_stream", None)
+        if stream is not None and getattr(type(backend), step) is getattr(AgentBackend, step):
+            yield from stream(chats)
+            return
+        for start in range(0, len(items), backend.batch_size):
+            answers = call(items[start : start + backend.batch_size])
+            if len(answers) != len(items[start : start + backend.batch_size]):
+                raise RuntimeError(f"{backend!r}.{step} returned {len(answers)} answers for a batch of other size")
+            yield from enumerate(answers, start)
+
+    def _run(
+        self, step: str, items: Sequence, chats: Sequence[ChatRequest], call: Callable[[list], list]
+    ) -> list[str | None]:
+        keys = [self._key(step, chat) for chat in chats]
         found = self.cache.get_many(keys) if self.cache is not None else {}
         cached = sum(key in found for key in keys)
         if self.on_progress and cached:
             self.on_progress(cached)
         # one call per distinct missing key, in first-seen order
-        missing: dict[str, object] = {}
-        for key, item in zip(keys, items):
+        missing: dict[str, tuple] = {}
+        for key, item, chat in zip(keys, items, chats):
             if key not in found and key not in missing:
-                missing[key] = item
+                missing[key] = (item, chat)
         missing_keys = list(missing)
         fresh: dict[str, str | None] = {}
-        calls = failed = 0
         backend = self.backend
-        for start in range(0, len(missing_keys), backend.batch_size):
-            batch_keys = missing_keys[start : start + backend.batch_size]
-            answers = call([missing[key] for key in batch_keys])
-            if len(answers) != len(batch_keys):
-                raise RuntimeError(f"{backend!r}.{step} returned {len(answers)} answers for {len(batch_keys)} inputs")
-            calls += len(batch_keys)
-            rows = []
-            for key, answer in zip(batch_keys, answers):
+        failures_before = Counter(getattr(backend, "failures", None) or {})
+        rows: list[tuple] = []
+        done = failed = 0
+
+        def commit() -> None:
+            if self.cache is not None and rows:
+                self.cache.put_many(rows)
+                fresh.update(self.cache.get_many([row[0] for row in rows]))  # first stored answer wins
+            if self.on_progress and done:
+                self.on_progress(done)
+
+        answers = self._answers(
+            step, [missing[k][0] for k in missing_keys], [missing[k][1] for k in missing_keys], call
+        )
+        try:
+            for index, answer in answers:
+                key = missing_keys[index]
                 fresh[key] = answer
+                done += 1
                 if answer is None:
                     failed += 1
                 else:
                     rows.append((key, answer, backend.backend_name, backend.model_name, backend.prompt_version, step))
-            if self.cache is not None and rows:
-                self.cache.put_many(rows)
-                fresh.update(self.cache.get_many([row[0] for row in rows]))  # first stored answer wins
-            if self.on_progress:
-                self.on_progress(len(batch_keys))
-        self.stats.add(step, calls=calls, cached=cached, failed=failed)
+                if done % backend.batch_size == 0:
+                    commit()
+                    rows, done = [], 0
+        finally:  # also when the backend stops (unavailable, Ctrl-C): what was answered is kept
+            commit()
+        reasons = Counter(getattr(backend, "failures", None) or {})
+        reasons.subtract(failures_before)
+        reasons = {reason: count for reason, count in reasons.items() if count > 0}
+        if failed and not reasons:
+            reasons = {"no_answer": failed}
+        self.stats.add(step, calls=len(missing_keys), cached=cached, failed=failed, reasons=reasons)
         return [found[key] if key in found else fresh.get(key) for key in keys]
 
     def caption(self, images: Sequence[AgentImage]) -> list[str | None]:
-        keys = [self._key("caption", self.backend.caption_request(image)) for image in images]
-        return self._run("caption", images, keys, self.backend.caption)
+        chats = [self.backend.caption_request(image) for image in images]
+        return self._run("caption", images, chats, self.backend.caption)
 
     def modify(self, requests: Sequence[ModificationRequest]) -> list[str | None]:
-        keys = [self._key("modify", self.backend.modify_request(request)) for request in requests]
-        return self._run("modify", requests, keys, self.backend.modify)
+        chats = [self.backend.modify_request(request) for request in requests]
+        return self._run("modify", requests, chats, self.backend.modify)
 
     def verify(self, requests: Sequence[ModificationRequest], modifications: Sequence[str]) -> list[str | None]:
         pairs = list(zip(requests, modifications))
-        keys = [self._key("verify", self.backend.verify_request(r, m)) for r, m in pairs]
+        chats = [self.backend.verify_request(r, m) for r, m in pairs]
         return self._run(
-            "verify", pairs, keys, lambda batch: self.backend.verify([r for r, _ in batch], [m for _, m in batch])
+            "verify", pairs, chats, lambda batch: self.backend.verify([r for r, _ in batch], [m for _, m in batch])
         )

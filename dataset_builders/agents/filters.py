@@ -9,7 +9,8 @@ card and the command summary):
 - `refusal`: "I'm sorry", "I cannot", "as an AI" ...;
 - `image_leak`: the text refers to the pictures by number or position ("image 1", "the first image", "the second
   photo", "the reference image") instead of describing the change;
-- `same_as_caption`: the modification repeats the reference or target caption (case- and punctuation-insensitive);
+- `same_as_caption`: the modification repeats the reference or target caption (case- and punctuation-insensitive;
+  off for the one-step agent, which has no captions);
 - `too_long`: more than `max_words` words or `max_chars` characters;
 - `caption_failed`: a pair whose reference or target caption was rejected;
 - `not_verified` / `verify_unclear`: the optional verification step answered no / neither yes nor no.
@@ -113,10 +114,14 @@ class OutputFilter:
             self._reject(f"caption_{reason}")
         return clean
 
-    def modification(self, text: str | None, reference_caption: str, target_caption: str) -> str | None:
-        """A clean modification text or None (the reason is counted)."""
+    def modification(
+        self, text: str | None, reference_caption: str | None = None, target_caption: str | None = None
+    ) -> str | None:
+        """A clean modification text or None (the reason is counted). `same_as_caption` compares with the captions
+        given; the one-step agent (`agent_mode="direct"`) has none (None or ""), so that check is off."""
         clean, reason = self.reason(text)
-        if reason is None and _comparable(clean) in {_comparable(reference_caption), _comparable(target_caption)}:
+        captions = {_comparable(c) for c in (reference_caption, target_caption) if c}
+        if reason is None and _comparable(clean) in captions:
             reason = "same_as_caption"
         if reason:
             self._reject(reason)

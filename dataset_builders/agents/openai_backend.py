@@ -1,10 +1,16 @@
 """The scalable agent backend: any OpenAI-compatible chat-completions server (vLLM, SGLang, `transformers serve`).
 
-Requests go out asynchronously (httpx) with bounded concurrency, round-robin over several base URLs (a fleet of
-servers), images inlined as base64 data URLs. Time-outs, connection errors, 429 and 5xx are retried with exponential
-backoff (honouring `Retry-After`), each retry on the next URL of the fleet. After the last retry an HTTP error answer
-becomes `None` (a counted failure); if the last error was a connection failure or a time-out, i.e. no server is
-reachable, `AgentUnavailableError` stops the build (what was answered before is already in the response cache).
+Requests go out asynchronously (httpx) from `max_concurrency` workers, round-robin over several base URLs (a fleet of
+servers), images inlined as base64 data URLs, from one event loop and one kept-alive client per backend object (a
+daemon thread). `complete_stream` hands answers back as they come (the response cache commits them as they come), so
+there is no batch boundary where the servers wait for the client, and a slow request holds one worker, not a batch. Time-outs, connection errors, malformed answers, 429
+and 5xx are retried with exponential backoff (honouring `Retry-After`), each retry on the next URL of the fleet.
+
+After the last retry the item is `None` (a counted failure, with its reason in `failures`: `timeout`, `status_503`,
+`connect_error`, `bad_response` ...): the build stays incomplete and a re-run asks it again. Only when the fleet
+answered nothing at all, neither this request's last attempt nor any other request since it started nor a probe of
+every URL (`GET <url>/models`, any status counts), does `AgentUnavailableError` stop the build (what was answered
+before is already in the response cache). So one request that always times out is one failed item, not an outage.
 
 The API key is read from an environment variable (`api_key_env`, default `OPENAI_API_KEY`) when a client is created;
 it is never stored on the object, logged, or pickled.
@@ -15,13 +21,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import json
 import logging
 import mimetypes
 import os
+import queue
 import ssl
 import threading
+import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import httpx
 
@@ -30,6 +39,7 @@ from .base import AgentBackend, AgentPrompts, AgentUnavailableError, ChatRequest
 logger = logging.getLogger(__name__)
 
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+_JSON = {"Content-Type": "application/json"}
 
 
 @functools.cache
@@ -49,7 +59,8 @@ class OpenAIAgent(AgentBackend):
             round-robin; each ends with the API prefix (`/v1`).
         prompts (`AgentPrompts` or `str`, *optional*): prompt set or registered prompt version.
         max_concurrency (`int`, defaults to 8): requests in flight at once (over the whole fleet).
-        batch_size (`int`, *optional*): requests per `complete` call made by the cache (default 4x concurrency).
+        batch_size (`int`, *optional*): answers per commit of the response cache (default 4x concurrency): with the
+            requests in flight, it bounds what a kill can lose.
         max_new_tokens (`int`, defaults to 64): sent as `max_tokens` (always sent: some servers default to 1024).
         temperature (`float`, defaults to 0.0): 0 means greedy.
         timeout (`float`, defaults to 120.0): seconds per request.
@@ -72,6 +83,7 @@ class OpenAIAgent(AgentBackend):
     """
 
     backend_name = "openai"
+    _unpicklable = ("_event_loop", "_loop_thread", "_loop_pid", "_client")
 
     def __init__(
         self,
@@ -108,6 +120,15 @@ class OpenAIAgent(AgentBackend):
         self.http_stats: Counter = Counter()
         self._next_url = 0
         self._image_cache: dict[str, str] = {}
+        self._last_response = float("-inf")  # monotonic time of the last HTTP answer (any status) from any server
+        self._event_loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+        self._loop_pid: int | None = None
+        self._client: httpx.AsyncClient | None = None
+
+    def cache_settings(self) -> dict:
+        """Temperature and the extra request fields change the answers: they are part of the cache keys."""
+        return {"temperature": self.temperature, **({"extra_body": self.extra_body} if self.extra_body else {})}
 
     # -- request building ------------------------------------------------------------------------------------------
 
@@ -153,90 +174,161 @@ class OpenAIAgent(AgentBackend):
 
     # -- sending -------------------------------------------------------------------------------------------------------
 
-    async def _one(self, client: httpx.AsyncClient, semaphore: asyncio.Semaphore, request: ChatRequest) -> str | None:
-        body = self.payload(request)
-        last_error = "unknown"
-        unreachable = False
+    async def _one(self, client: httpx.AsyncClient, request: ChatRequest) -> str | None:
+        body = json.dumps(self.payload(request)).encode()
+        reason, last_error, last_started = "unknown", "unknown", 0.0
         for attempt in range(self.max_retries + 1):
             if attempt:
                 self.http_stats["retries"] += 1
             url = self._url()
             retry_after = None
-            async with semaphore:
-                self.http_stats["requests"] += 1
-                try:
-                    response = await client.post(f"{url}/chat/completions", json=body)
-                except httpx.TimeoutException:
-                    self.http_stats["timeout"] += 1
-                    last_error, unreachable = f"time-out at {url}", True
-                except httpx.TransportError as error:
-                    self.http_stats["connect_error"] += 1
-                    last_error, unreachable = f"{type(error).__name__} at {url}", True
+            self.http_stats["requests"] += 1
+            last_started = time.monotonic()
+            try:
+                response = await client.post(f"{url}/chat/completions", content=body, headers=_JSON)
+            except httpx.TimeoutException:
+                self.http_stats["timeout"] += 1
+                reason, last_error = "timeout", f"time-out at {url}"
+            except httpx.TransportError as error:
+                self.http_stats["connect_error"] += 1
+                reason, last_error = "connect_error", f"{type(error).__name__} at {url}"
+            else:
+                self._last_response = time.monotonic()
+                if response.status_code == 200:
+                    try:
+                        return _content(json.loads(response.content))
+                    except (ValueError, KeyError, IndexError, TypeError) as error:
+                        # a truncated or malformed body: asked again (a server hiccup, not an answer)
+                        self.http_stats["bad_response"] += 1
+                        reason, last_error = "bad_response", f"unreadable answer from {url}: {error}"
                 else:
-                    if response.status_code == 200:
-                        try:
-                            return _content(response.json())
-                        except (ValueError, KeyError, IndexError, TypeError) as error:
-                            self.http_stats["bad_response"] += 1
-                            logger.warning("unreadable answer from %s: %s", url, error)
-                            self.http_stats["failed"] += 1
-                            return None
                     self.http_stats[f"status_{response.status_code}"] += 1
-                    last_error, unreachable = f"HTTP {response.status_code} at {url}", False
+                    reason = f"status_{response.status_code}"
+                    last_error = f"HTTP {response.status_code} at {url}"
                     if response.status_code not in RETRY_STATUS:
-                        logger.warning("%s: %s", last_error, response.text[:200])
-                        self.http_stats["failed"] += 1
-                        return None
+                        return self._failed(reason, f"{last_error}: {response.text[:200]}")
                     retry_after = _retry_after(response)
             if attempt < self.max_retries:
                 delay = min(self.backoff * 2**attempt, self.backoff_max)
                 await asyncio.sleep(retry_after if retry_after is not None else delay)
-        if unreachable:
+        if reason in ("timeout", "connect_error") and self._last_response < last_started and not await self._probe():
             raise AgentUnavailableError(
-                f"no answer from {self.base_urls} after {self.max_retries + 1} attempts (last: {last_error}); "
-                "answers received so far are cached: re-run to resume"
+                f"no server of {self.base_urls} answered anything within {self.timeout:g} s (last: {last_error}; "
+                "a probe of every URL got no answer either); answers received so far are cached: re-run to resume"
             )
-        logger.warning("giving up after %d attempts: %s", self.max_retries + 1, last_error)
+        return self._failed(reason, f"giving up after {self.max_retries + 1} attempts: {last_error}")
+
+    def _failed(self, reason: str, message: str) -> None:
+        """Count a failed item; the first failure of each kind is logged as a warning, the others at debug level
+        (an outage would otherwise print one line per request: the build's summary counts them by reason)."""
         self.http_stats["failed"] += 1
+        self.failures[reason] += 1
+        level = logging.WARNING if self.failures[reason] == 1 else logging.DEBUG
+        logger.log(level, "%s (failed requests so far: %s)", message, dict(self.failures))
         return None
 
-    async def acomplete(self, requests: Sequence[ChatRequest]) -> list[str | None]:
-        """Async version of `complete` (one client per call; concurrency bounded by `max_concurrency`)."""
-        semaphore = asyncio.Semaphore(self.max_concurrency)
-        limits = httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency)
-        client = httpx.AsyncClient(timeout=self.timeout, limits=limits, headers=self._headers(), verify=_ssl_context())
-        async with client:
-            tasks = [asyncio.ensure_future(self._one(client, semaphore, request)) for request in requests]
+    async def _probe(self) -> bool:
+        """Whether any server of the fleet answers anything (any HTTP status) to `GET <url>/models` within the
+        time-out: a request that keeps failing while a server answers is a failed item, not an unavailable fleet."""
+
+        async def ask(client: httpx.AsyncClient, url: str) -> bool:
             try:
-                return list(await asyncio.gather(*tasks))
-            except BaseException:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-                raise
+                await client.get(f"{url}/models")
+                return True
+            except httpx.HTTPError:
+                return False
+
+        self.http_stats["probes"] += 1
+        async with httpx.AsyncClient(timeout=self.timeout, headers=self._headers(), verify=_ssl_context()) as client:
+            alive = any(await asyncio.gather(*(ask(client, url) for url in self.base_urls)))
+        if alive:
+            self._last_response = time.monotonic()
+        return alive
+
+    def _new_client(self) -> httpx.AsyncClient:
+        limits = httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency)
+        return httpx.AsyncClient(timeout=self.timeout, limits=limits, headers=self._headers(), verify=_ssl_context())
+
+    async def _run(self, client: httpx.AsyncClient, requests: Sequence[ChatRequest], deliver) -> None:
+        """`max_concurrency` workers take the requests in order and `deliver(index, answer)` each as it comes: no
+        batch boundary, and a slow request holds one worker, not the others. Cancelled workers cancel their
+        requests."""
+        todo = iter(enumerate(requests))
+
+        async def worker() -> None:
+            for index, request in todo:  # one shared iterator: each worker takes the next request
+                deliver(index, await self._one(client, request))
+
+        workers = [asyncio.ensure_future(worker()) for _ in range(min(self.max_concurrency, len(requests)))]
+        try:
+            await asyncio.gather(*workers)
+        except BaseException:
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            raise
+
+    async def acomplete(self, requests: Sequence[ChatRequest]) -> list[str | None]:
+        """Async version of `complete` for a caller's own event loop (one client per call; concurrency bounded by
+        `max_concurrency`)."""
+        answers: list[str | None] = [None] * len(requests)
+        async with self._new_client() as client:
+            await self._run(client, requests, answers.__setitem__)
+        return answers
+
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        """The backend's event loop, running in a daemon thread and kept between calls together with its HTTP client
+        (kept-alive connections: no new loop, client or TCP handshake per batch)."""
+        if self._event_loop is None or self._loop_pid != os.getpid() or not self._loop_thread.is_alive():
+            self._client = None  # a client made in another loop (or before a fork) is unusable here
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="mra-cir-openai-agent", daemon=True)
+            thread.start()
+            self._event_loop, self._loop_thread, self._loop_pid = loop, thread, os.getpid()
+        return self._event_loop
+
+    def complete_stream(self, requests: Sequence[ChatRequest]) -> Iterator[tuple[int, str | None]]:
+        """`(index, answer)` for every request, in the order they are answered (`CachedAgent` commits them as they
+        come). Closing the iterator early, an error or Ctrl-C cancels the requests still in flight."""
+        if not requests:
+            return
+        answered: queue.SimpleQueue = queue.SimpleQueue()
+
+        async def run() -> None:
+            if self._client is None:
+                self._client = self._new_client()
+            await self._run(self._client, requests, lambda index, answer: answered.put((index, answer)))
+
+        future = asyncio.run_coroutine_threadsafe(run(), self._loop())
+        future.add_done_callback(lambda done: answered.put(None))  # wakes the reader when the run ends or fails
+        try:
+            for _ in range(len(requests)):
+                item = answered.get()
+                if item is None:
+                    future.result()  # raises the run's error (e.g. AgentUnavailableError)
+                    raise RuntimeError("the agent's requests ended before every answer came back")
+                yield item
+        finally:
+            future.cancel()  # a no-op when everything came back
 
     def complete(self, requests: Sequence[ChatRequest]) -> list[str | None]:
-        if not requests:
-            return []
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(self.acomplete(requests))
-        # called from inside an event loop (e.g. a notebook): run in a helper thread with its own loop
-        result: dict[str, object] = {}
+        answers: list[str | None] = [None] * len(requests)
+        for index, answer in self.complete_stream(requests):
+            answers[index] = answer
+        return answers
 
-        def run() -> None:
-            try:
-                result["value"] = asyncio.run(self.acomplete(requests))
-            except BaseException as error:  # noqa: BLE001 - re-raised below in the caller's thread
-                result["error"] = error
-
-        thread = threading.Thread(target=run)
-        thread.start()
-        thread.join()
-        if "error" in result:
-            raise result["error"]  # type: ignore[misc]
-        return result["value"]  # type: ignore[return-value]
+    def close(self) -> None:
+        loop, client = self._event_loop, self._client
+        if loop is not None and self._loop_pid == os.getpid() and self._loop_thread.is_alive():
+            if client is not None:
+                try:
+                    asyncio.run_coroutine_threadsafe(client.aclose(), loop).result(timeout=10)
+                except Exception:  # noqa: BLE001 - closing is best effort
+                    pass
+            loop.call_soon_threadsafe(loop.stop)
+            self._loop_thread.join(timeout=10)
+            loop.close()
+        self._event_loop = self._loop_thread = self._client = None
 
     def __getstate__(self) -> dict:
         state = super().__getstate__()

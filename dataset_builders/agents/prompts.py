@@ -3,6 +3,10 @@
 The prompt version is part of the response-cache key and of the builder config: changing a prompt's text without
 bumping `prompt_version` would silently reuse answers to the old prompt, so `AgentPrompts` requires a new version
 string whenever a prompt is overridden.
+
+Two sets are registered: `mra-v1` (the paper's two steps: caption each image, then write the modification text from
+both images and both captions) and `mra-direct-v1` (one step: the modification text from both images alone, the
+paper's "without captions" ablation; `MraTripletsConfig(agent_mode="direct")`).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 DEFAULT_PROMPT_VERSION = "mra-v1"
+DIRECT_PROMPT_VERSION = "mra-direct-v1"
 
 CAPTION_PROMPT = (
     "Describe this image in one short sentence: the main object, its colour, shape, material and setting. "
@@ -20,6 +25,13 @@ MODIFY_PROMPT = (
     "You see a reference photo and a target photo.\n"
     "Reference description: {reference_caption}\n"
     "Target description: {target_caption}\n"
+    "Write one short imperative instruction (at most 20 words) that turns the reference into the target, "
+    'like "make it red and sleeveless" or "replace the dog with two cats on grass". Mention only what changes. '
+    "Do not refer to the photos by number or position. Answer with the instruction only."
+)
+
+DIRECT_MODIFY_PROMPT = (
+    "You see a reference photo and a target photo.\n"
     "Write one short imperative instruction (at most 20 words) that turns the reference into the target, "
     'like "make it red and sleeveless" or "replace the dog with two cats on grass". Mention only what changes. '
     "Do not refer to the photos by number or position. Answer with the instruction only."
@@ -40,9 +52,12 @@ class AgentPrompts:
         version (`str`, defaults to `DEFAULT_PROMPT_VERSION`): goes into every cache key and the builder config.
         caption (`str`): step 1, asked with one image.
         modify (`str`): step 2, asked with the reference then the target image; formatted with
-            `{reference_caption}` and `{target_caption}`.
+            `{reference_caption}` and `{target_caption}` (both required when `uses_captions`, neither allowed
+            otherwise).
         verify (`str`): optional step 3, asked with both images; formatted with `{modification}`; the answer must
             start with "yes" or "no".
+        uses_captions (`bool`, defaults to True): True for the two-step agent (step 2 reads step 1's captions);
+            False for a one-step set (`agent_mode="direct"`: no caption is asked, step 2 sees the images only).
 
     Example:
         ```python
@@ -54,15 +69,19 @@ class AgentPrompts:
     caption: str = CAPTION_PROMPT
     modify: str = MODIFY_PROMPT
     verify: str = VERIFY_PROMPT
+    uses_captions: bool = True
 
     def __post_init__(self):
         if not self.version:
             raise ValueError("AgentPrompts.version must be a non-empty string")
-        for name, fields in (("modify", ("{reference_caption}", "{target_caption}")), ("verify", ("{modification}",))):
+        captions = ("{reference_caption}", "{target_caption}")
+        for name, fields in (("modify", captions if self.uses_captions else ()), ("verify", ("{modification}",))):
             text = getattr(self, name)
             missing = [field for field in fields if field not in text]
             if missing:
                 raise ValueError(f"AgentPrompts.{name} must contain the placeholders {missing}")
+        if not self.uses_captions and any(field in self.modify for field in captions):
+            raise ValueError("AgentPrompts(uses_captions=False).modify must not contain caption placeholders")
 
     @classmethod
     def default(cls) -> AgentPrompts:
@@ -75,7 +94,14 @@ class AgentPrompts:
         return replace(self, version=version, **prompts)
 
 
-PROMPTS: dict[str, AgentPrompts] = {DEFAULT_PROMPT_VERSION: AgentPrompts()}
+PROMPTS: dict[str, AgentPrompts] = {
+    DEFAULT_PROMPT_VERSION: AgentPrompts(),
+    DIRECT_PROMPT_VERSION: AgentPrompts(
+        version=DIRECT_PROMPT_VERSION, modify=DIRECT_MODIFY_PROMPT, uses_captions=False
+    ),
+}
+#: the default prompt set of each agent mode (`MraTripletsConfig.agent_mode`)
+MODE_PROMPT_VERSIONS = {"two_step": DEFAULT_PROMPT_VERSION, "direct": DIRECT_PROMPT_VERSION}
 
 
 def get_prompts(version: str = DEFAULT_PROMPT_VERSION) -> AgentPrompts:

@@ -25,7 +25,7 @@ AgentFactory = Callable[..., AgentBackend]
 BUILTIN_BACKENDS: dict[str, str] = {
     "transformers": "mra_cir.dataset_builders.agents.transformers_backend:TransformersAgent",
     "openai": "mra_cir.dataset_builders.agents.openai_backend:OpenAIAgent",
-    "scene": "mra_cir.dataset_builders.synthetic_world.scene_agent:SceneGraphAgent",
+    "scene": "mra_cir.dataset_builders.synthetic_world.scene_agent:make_scene_agent",
 }
 _REGISTRY: dict[str, AgentFactory | str] = dict(BUILTIN_BACKENDS)
 
@@ -62,8 +62,8 @@ def agent_factory(name: str) -> AgentFactory:
 
 def make_agent(name: str, **kwargs) -> AgentBackend:
     """Create a registered backend: `"transformers"` (`model=DIR`), `"openai"` (`model=ID, base_urls=[...]`),
-    `"scene"` (the synthetic world's scene-graph agent: `scene_graphs=...` or `world=...`), or any name added with
-    [`register_agent_backend`]."""
+    `"scene"` (the synthetic world's scene-graph agent: `scene_graphs={id: graph}`, or `model=` a `metadata.jsonl` with
+    `file_name` and `scene_graph` or a folder holding one), or any name added with [`register_agent_backend`]."""
     return agent_factory(name)(**kwargs)
 
 

@@ -2,15 +2,22 @@
 
 Pipeline (`MraTriplets._split_generators`, run once in the main process, each step cached under `work_dir`):
 
-1. list the images of `config.images` (sorted, at most `max_images`), embed them with the BLIP-2 / MRA-CIR model
-   `config.embedding_model` (`extract_image_features`: resumable shards; corrupt images are skipped and counted);
-2. mine (reference, target) pairs in the rank window [q1, q2] of token-level similarity (`sample_rank_window`);
-3. caption every image used by a pair (agent step 1, one call per image, response cache).
+1. list the images of `config.images` (sorted; with `per_class` / `max_images` a sample drawn with `sample_seed`,
+   `pool.list_images`), embed them with `config.embedding_model`, an `MraCirModel` folder or a BLIP-2 ITM checkpoint
+   (`extract_image_features`: resumable shards; corrupt images are skipped and counted);
+2. mine (reference, target) pairs in the rank window [q1, q2] of token-level similarity (`sample_rank_window`, or the
+   `pair_miner` passed to the builder);
+3. caption every image used by a pair (agent step 1, one call per image, response cache; skipped when
+   `agent_mode="direct"`).
 
-Then `_generate_examples` runs agent step 2 (and the optional verification) over fixed shards of
+Then `_generate_examples` runs agent step 2 (and the optional verification, `agent_steps`) over fixed shards of
 `config.pairs_per_shard` pairs, so `download_and_prepare(num_proc=N)` runs shards in parallel and the output does not
 depend on `num_proc`. Every answer goes through `OutputFilter`; rejected pairs are dropped and counted (the counts
 are in `builder.build_summary()` and the dataset card).
+
+A build is complete only when every pair has an answer or a counted rejection; failed requests (time-outs, 5xx, ...)
+leave it unwritten (`IncompleteBuildError`, see `summary`) and the next run asks exactly those again. Every cache key
+covers what its content depends on (`fingerprints`): a changed input recomputes what depends on it, nothing else.
 
 Builder scripts can no longer be loaded with `load_dataset` (datasets >= 4): import the class.
 
@@ -32,23 +39,26 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
-from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import datasets
 
-from ..agents.base import AgentBackend, AgentError, AgentImage, ModificationRequest, file_sha256, parse_yes_no
-from ..agents.cache import CachedAgent, ResponseCache
-from ..agents.filters import OutputFilter
-from ..agents.registry import make_agent
-from .config import FEATURES, MraTripletsConfig
-from .fingerprints import atomic_write_json, fingerprint, folder_state
-from .image_features import IMAGE_EXTENSIONS, list_images
+from mra_cir.modeling_mra_cir.loading import check_model_source
 
-logger = datasets.logging.get_logger(__name__)
+from ..agents.base import AgentBackend, AgentError, AgentImage
+from ..agents.cache import CachedAgent, ResponseCache
+from ..agents.content_hashes import ContentHashes
+from ..agents.registry import make_agent
+from .agent_steps import caption_images, modification_shard
+from .config import FEATURES, MraTripletsConfig
+from .fingerprints import atomic_write_json, fingerprint, image_hashes, model_identity
+from .pool import IMAGE_EXTENSIONS, list_images
+from .summary import IncompleteBuildError, read_build_summary
 
 
 class MraTriplets(datasets.GeneratorBasedBuilder):
@@ -63,14 +73,29 @@ class MraTriplets(datasets.GeneratorBasedBuilder):
         agent_options (`dict`, *optional*): extra arguments for the backend factory (e.g. `base_urls`,
             `max_concurrency`, `api_key_env`, `batch_size`, `device`).
         agent_cache (`str`, *optional*): response cache file (default `<work_dir>/agent_cache.sqlite`).
-        work_dir (`str`, *optional*): features, mined pairs, captions and statistics
+        work_dir (`str`, *optional*): features, mined pairs, captions, statistics and the memo of file hashes
             (default `<cache_dir>/mra_triplets_work`).
         embedding_batch_size (`int`, defaults to 32): images per forward pass when embedding.
+        feature_shard_size (`int`, defaults to 1024): images per feature shard (the unit of resumption and of
+            recomputation when images change).
+        allow_failures (`bool`, defaults to False): finish the dataset even when agent requests failed (those pairs
+            are dropped and counted in `pairs_failed`); a later run without it asks them again.
+        overwrite (`bool`, defaults to False): recompute the features, the mined pairs and the dataset (agent answers
+            stay cached: their keys cover every input).
         show_progress (`bool`, defaults to True): progress bars.
+        pair_miner (`Callable[[ImageFeatures, MraTripletsConfig], dict]`, *optional*): the mining step, replacing
+            `sample_rank_window` over the config's window: called once per preparation with the embedded images
+            (`features.features` `(N, Q, D)`, `features.ids`, `features.duplicates`) and the config, it returns
+            `{"pairs": [{"reference_id", "target_id", "rank", "score"}, ...], "too_few": [ids]}` (or an object
+            with `.pairs` / `.too_few`, like `sample_rank_window`'s result); picklable for `num_proc > 1`. Its
+            pairs are not cached by the builder.
+            Its identity is part of the dataset's cache key: `pair_miner.cache_key` (a string to change whenever
+            its pairs can change for the same inputs) or else its qualified name. The window sweep passes a
+            [`SharedWindowDraws`] (every window drawn from one ranking pass).
     """
 
     BUILDER_CONFIG_CLASS = MraTripletsConfig
-    VERSION = datasets.Version("1.0.0")  # bump when the generation logic changes
+    VERSION = datasets.Version("1.2.0")  # bump when the generation logic changes (1.2: pool sampling, agent_mode)
 
     def __init__(
         self,
@@ -80,40 +105,81 @@ class MraTriplets(datasets.GeneratorBasedBuilder):
         agent_cache: str | None = None,
         work_dir: str | None = None,
         embedding_batch_size: int = 32,
+        feature_shard_size: int = 1024,
+        allow_failures: bool = False,
+        overwrite: bool = False,
         show_progress: bool = True,
+        pair_miner: Callable | None = None,
         **kwargs,
     ):
-        config = kwargs.get("config")
-        images = kwargs.get("images", getattr(config, "images", None))
-        model = kwargs.get("embedding_model", getattr(config, "embedding_model", None))
-        if kwargs.get("hash") is None and images is not None:
-            # the cache folder changes when the images or the embedding model change
-            kwargs["hash"] = fingerprint(folder_state(images), folder_state(model) if model else None)
+        config = kwargs.pop("config", None)
         if config is not None:
-            kwargs.pop("config")
             kwargs = {**{k: v for k, v in vars(config).items() if k not in ("name", "version")}, **kwargs}
             kwargs.setdefault("config_name", None)
-        super().__init__(*args, **kwargs)
-        self._agent = agent_backend
+        root = os.path.expanduser(str(kwargs.get("cache_dir") or datasets.config.HF_DATASETS_CACHE))
+        self.work_dir = Path(work_dir or os.path.join(root, "mra_triplets_work"))
         self.agent_options = dict(agent_options or {})
-        self.work_dir = Path(work_dir or os.path.join(self._cache_dir_root, "mra_triplets_work"))
+        self.content_hashes = ContentHashes(self.work_dir / "content_hashes.sqlite")
+        # validate the config now (clear errors before any hashing) and make the agent: its identity is in the hash
+        names = {f.name for f in dataclasses.fields(MraTripletsConfig)} - {"name", "version"}
+        early = MraTripletsConfig(**{k: v for k, v in kwargs.items() if k in names})
+        check_model_source(early.embedding_model)
+        self._agent = self._make_agent(agent_backend, early)
+        self._listed = list_images(early.images, early.max_images, early.per_class, early.sample_seed, True)
+        self._hashes = image_hashes(self._listed, self.content_hashes)
+        self._model_key, self.embedding_model_revision = model_identity(early.embedding_model, self.content_hashes)
+        self.pair_miner = pair_miner
+        if kwargs.get("hash") is None:
+            # the cache folder changes when the images' bytes, the embedding model or the agent's answers can change
+            agent = self._agent
+            identity = [agent.backend_name, agent.model_name, agent.prompt_version, agent.cache_settings()]
+            miner = [_miner_key(pair_miner)] if pair_miner is not None else []
+            kwargs["hash"] = fingerprint(sorted(self._hashes.items()), self._model_key, identity, *miner)
+        super().__init__(*args, **kwargs)
         self.agent_cache_path = str(agent_cache or self.work_dir / "agent_cache.sqlite")
         self.embedding_batch_size = embedding_batch_size
+        self.feature_shard_size = feature_shard_size
+        self.allow_failures = allow_failures
+        self.overwrite = overwrite
         self.show_progress = show_progress
         self.prepared_in_this_run = False
 
     def download_and_prepare(self, *args, **kwargs):
-        """`datasets`' `download_and_prepare`; an agent failure (e.g. `AgentUnavailableError`: no server answers) is
-        re-raised as itself rather than wrapped in `DatasetGenerationError`. Answers received before it are cached."""
+        """`datasets`' `download_and_prepare`, with three differences: a prepared dataset whose statistics still count
+        failed pairs is prepared again (unless `allow_failures`), so a re-run asks them; `overwrite=True` rebuilds it;
+        an agent failure (`AgentUnavailableError`) or failed requests (`IncompleteBuildError`) are raised as
+        themselves rather than wrapped in `DatasetGenerationError`. Answers received before either are cached."""
+        output_dir = kwargs.get("output_dir") or self._cache_dir
+        if os.path.isfile(os.path.join(output_dir, datasets.config.DATASET_INFO_FILENAME)):
+            try:
+                complete = self.build_summary()["complete"]
+            except (FileNotFoundError, KeyError, ValueError):
+                complete = False  # statistics missing or from an older version: prepare again (answers are cached)
+            if self.overwrite or (not complete and not self.allow_failures):
+                kwargs["download_mode"] = datasets.DownloadMode.FORCE_REDOWNLOAD
+                self.info.splits = None  # the old split sizes are not what the new preparation must match
         try:
             return super().download_and_prepare(*args, **kwargs)
         except datasets.exceptions.DatasetGenerationError as error:
             cause = error.__cause__
             while cause is not None and not isinstance(cause, AgentError):
                 cause = cause.__cause__
-            if isinstance(cause, AgentError):
-                raise cause from error
-            raise
+            if cause is None:
+                raise
+            raise cause from error
+
+    def _download_and_prepare(self, dl_manager, verification_mode, **prepare_split_kwargs):
+        super()._download_and_prepare(dl_manager, verification_mode, **prepare_split_kwargs)
+        summary = self.build_summary()
+        if not summary["complete"] and not self.allow_failures:
+            # raised inside `datasets`' temporary folder: nothing final is written, the next run prepares again
+            raise IncompleteBuildError(summary)
+
+    def _as_dataset(self, split=datasets.Split.TRAIN, in_memory: bool = False) -> datasets.Dataset:
+        info = (self.info.splits or {}).get(str(split))
+        if info is not None and info.num_examples == 0:  # every pair rejected: an empty dataset, not a reader error
+            return datasets.Dataset.from_dict({name: [] for name in FEATURES}, features=FEATURES, split=split)
+        return super()._as_dataset(split=split, in_memory=in_memory)
 
     # -- helpers -------------------------------------------------------------------------------------------------------
 
@@ -121,21 +187,20 @@ class MraTriplets(datasets.GeneratorBasedBuilder):
     def stats_dir(self) -> Path:
         return self.work_dir / "stats" / f"{self.config_id}-{self.hash}"
 
-    def get_agent(self) -> AgentBackend:
-        """The agent backend (built from the config with `make_agent` unless one was passed)."""
-        if self._agent is None:
-            config = self.config
+    def _make_agent(self, agent: AgentBackend | None, config: MraTripletsConfig) -> AgentBackend:
+        if agent is None:
             kwargs = {"prompts": config.prompt_version, "max_new_tokens": config.max_new_tokens, **self.agent_options}
-            if config.agent_model is not None:
-                kwargs["model"] = config.agent_model
-            self._agent = make_agent(config.agent, **kwargs)
-        agent = self._agent
-        if agent.backend_name != self.config.agent or agent.prompt_version != self.config.prompt_version:
+            agent = make_agent(config.agent, **({"model": config.agent_model} if config.agent_model else {}), **kwargs)
+        if agent.backend_name != config.agent or agent.prompt_version != config.prompt_version:
             raise ValueError(
-                f"the agent passed ({agent!r}) does not match the config (agent={self.config.agent!r}, "
-                f"prompt_version={self.config.prompt_version!r}): the cache key would be wrong"
+                f"the agent passed ({agent!r}) does not match the config (agent={config.agent!r}, "
+                f"prompt_version={config.prompt_version!r}): the cache key would be wrong"
             )
         return agent
+
+    def get_agent(self) -> AgentBackend:
+        """The agent backend (built from the config with `make_agent` unless one was passed)."""
+        return self._agent
 
     def _cached_agent(self, on_progress=None) -> CachedAgent:
         return CachedAgent(self.get_agent(), ResponseCache(self.agent_cache_path), on_progress=on_progress)
@@ -154,54 +219,38 @@ class MraTriplets(datasets.GeneratorBasedBuilder):
 
         from .image_features import extract_image_features
 
-        config = self.config
-        key = fingerprint(
-            listed and [(i, os.path.getsize(p)) for i, p in listed], folder_state(config.embedding_model)
-        )
-        model, processor = load_model_and_processor(config.embedding_model)
+        model, processor = load_model_and_processor(self.config.embedding_model)
+        output_dir = self.work_dir / f"features-{self._model_key}"  # the images' bytes are in its manifest
+        if self.overwrite:
+            shutil.rmtree(output_dir, ignore_errors=True)
         return extract_image_features(
-            model,
-            processor,
-            [path for _, path in listed],
-            output_dir=str(self.work_dir / f"features-{key}"),
-            batch_size=self.embedding_batch_size,
-            ids=[image_id for image_id, _ in listed],
-            show_progress=self.show_progress,
-        )
+            model, processor, [path for _, path in listed], output_dir=str(output_dir),
+            batch_size=self.embedding_batch_size, ids=[image_id for image_id, _ in listed],
+            show_progress=self.show_progress, shard_size=self.feature_shard_size, reuse_shards=True,
+            content_hashes=self.content_hashes,
+        )  # fmt: skip
 
     def _mine(self, features) -> dict:
+        if self.pair_miner is not None:
+            return _checked_pairs(self.pair_miner(features, self.config), features.ids)
         from .mining import sample_rank_window
 
         config = self.config
         key = fingerprint(
-            features.ids, list(features.features.shape), config.reduce, config.q1, config.q2,
-            config.targets_per_reference, config.seed, sorted(features.duplicates.items()),
+            "mined", self._model_key, [(i, self._hashes.get(i)) for i in features.ids], list(features.features.shape),
+            config.reduce, config.q1, config.q2, config.targets_per_reference, config.seed,
+            sorted(features.duplicates.items()),
         )  # fmt: skip
         path = self.work_dir / f"mined-{key}.json"
-        if path.exists():
+        if path.exists() and not self.overwrite:
             return json.loads(path.read_text())
         mined = sample_rank_window(
-            features.features,
-            features.ids,
-            q1=config.q1,
-            q2=config.q2,
-            targets_per_reference=config.targets_per_reference,
-            seed=config.seed,
-            reduce=config.reduce,
-            duplicates=features.duplicates,
-        )
-        data = {
-            "pairs": [
-                {
-                    "reference_id": p["reference_id"],
-                    "target_id": p["target_id"],
-                    "rank": int(p["rank"]),
-                    "score": float(p["score"]),
-                }
-                for p in mined.pairs
-            ],
-            "too_few": list(mined.too_few),
-        }
+            features.features, features.ids, q1=config.q1, q2=config.q2, seed=config.seed, reduce=config.reduce,
+            targets_per_reference=config.targets_per_reference, duplicates=features.duplicates,
+        )  # fmt: skip
+        keep = ("reference_id", "target_id")
+        pairs = [{**{k: p[k] for k in keep}, "rank": int(p["rank"]), "score": float(p["score"])} for p in mined.pairs]
+        data = {"pairs": pairs, "too_few": list(mined.too_few)}
         atomic_write_json(path, data)
         return data
 
@@ -213,7 +262,7 @@ class MraTriplets(datasets.GeneratorBasedBuilder):
         shutil.rmtree(self.stats_dir, ignore_errors=True)
         self.stats_dir.mkdir(parents=True, exist_ok=True)
 
-        listed = list_images(config.images, config.max_images)
+        listed = self._listed
         if len(listed) < 2:
             raise ValueError(
                 f"{config.images}: fewer than 2 images found (extensions: {sorted(IMAGE_EXTENSIONS)[:8]}…)"
@@ -225,16 +274,12 @@ class MraTriplets(datasets.GeneratorBasedBuilder):
 
         # step 1: one caption per image used by a pair (main process: deterministic order and batching)
         used = sorted({p["reference_id"] for p in pairs} | {p["target_id"] for p in pairs})
-        agent_images = [AgentImage(id=i, path=paths[i], sha256=file_sha256(paths[i])) for i in used]
-        bar = tqdm(total=len(agent_images), desc="captions", unit="img", disable=not self.show_progress)
+        agent_images = [AgentImage(id=i, path=paths[i], sha256=self._hashes[i]) for i in used]
+        asked = len(agent_images) if config.agent_mode == "two_step" else 0
+        bar = tqdm(total=asked, desc="captions", unit="img", disable=not self.show_progress or not asked)
         cached_agent = self._cached_agent(on_progress=bar.update)
-        raw = cached_agent.caption(agent_images)
+        captions, caption_counts = caption_images(cached_agent, agent_images, config)
         bar.close()
-        output_filter = OutputFilter(max_words=config.max_words, max_chars=config.max_chars)
-        captions = {}
-        for image, text in zip(agent_images, raw):
-            clean = output_filter.caption(text)
-            captions[image.id] = None if clean is None else {"text": clean, "path": image.path, "sha256": image.sha256}
         captions_path = self.stats_dir / "captions.json"
         atomic_write_json(captions_path, captions)
         atomic_write_json(
@@ -246,7 +291,7 @@ class MraTriplets(datasets.GeneratorBasedBuilder):
                 "duplicates": dict(features.duplicates),
                 "pairs_mined": len(pairs),
                 "too_few_candidates": len(mined["too_few"]),
-                "captions": {"images": len(agent_images), "rejected": dict(output_filter.rejected)},
+                "captions": caption_counts,
                 "agent": {"caption": cached_agent.stats.to_dict()},
             },
         )
@@ -269,49 +314,19 @@ class MraTriplets(datasets.GeneratorBasedBuilder):
         captions = json.loads(Path(captions_path).read_text())
         cached_agent = self._cached_agent()
         for local_index, shard in enumerate(shards):
-            output_filter = OutputFilter(max_words=config.max_words, max_chars=config.max_chars)
-            requests, kept_pairs = [], []
-            for pair in shard["pairs"]:
-                reference, target = captions.get(pair["reference_id"]), captions.get(pair["target_id"])
-                if reference is None or target is None:
-                    output_filter.rejected["caption_failed"] += 1
-                    continue
-                requests.append(
-                    ModificationRequest(
-                        reference=AgentImage(pair["reference_id"], reference["path"], reference["sha256"]),
-                        target=AgentImage(pair["target_id"], target["path"], target["sha256"]),
-                        reference_caption=reference["text"],
-                        target_caption=target["text"],
-                    )
-                )
-                kept_pairs.append(pair)
-            texts = cached_agent.modify(requests)
-            accepted = []
-            for request, pair, text in zip(requests, kept_pairs, texts):
-                clean = output_filter.modification(text, request.reference_caption, request.target_caption)
-                if clean is not None:
-                    accepted.append((request, pair, clean))
-            if config.verify and accepted:
-                answers = cached_agent.verify([a[0] for a in accepted], [a[2] for a in accepted])
-                accepted = [
-                    a for a, answer in zip(accepted, answers) if output_filter.verification(parse_yes_no(answer))
-                ]
-            atomic_write_json(
-                Path(stats_dir) / f"shard-{shard['index']:05d}.json",
-                {
-                    "pairs": len(shard["pairs"]),
-                    "kept": len(accepted),
-                    "rejected": dict(output_filter.rejected),
-                    "agent": cached_agent.stats.to_dict(),
-                },
-            )
+            accepted, counts = modification_shard(cached_agent, shard["pairs"], captions, config)
+            counts["agent"] = cached_agent.stats.to_dict()
+            atomic_write_json(Path(stats_dir) / f"shard-{shard['index']:05d}.json", counts)
             cached_agent.stats = type(cached_agent.stats)()
             for item_index, (request, pair, text) in enumerate(accepted):
+                reference_bytes, target_bytes = (
+                    Path(i.path).read_bytes() for i in (request.reference, request.target)
+                )
                 yield (
                     datasets.builder.Key(local_index, item_index),
                     {
-                        "reference_image": {"path": pair["reference_id"], "bytes": _read(request.reference.path)},
-                        "target_image": {"path": pair["target_id"], "bytes": _read(request.target.path)},
+                        "reference_image": {"path": pair["reference_id"], "bytes": reference_bytes},
+                        "target_image": {"path": pair["target_id"], "bytes": target_bytes},
                         "modification_text": text,
                         "reference_caption": request.reference_caption,
                         "target_caption": request.target_caption,
@@ -326,55 +341,42 @@ class MraTriplets(datasets.GeneratorBasedBuilder):
 
     def build_summary(self) -> dict:
         """What the last preparation of this config did: images, pairs mined, agent calls / cached / failed per step,
-        rejections by reason, triplets kept (read from the statistics written by `download_and_prepare`)."""
-        prepare_path = self.stats_dir / "prepare.json"
-        if not prepare_path.exists():
-            raise FileNotFoundError(f"{prepare_path}: no statistics; run download_and_prepare first")
-        prepare = json.loads(prepare_path.read_text())
-        rejected: Counter = Counter({f"{k}": v for k, v in prepare["captions"]["rejected"].items()})
-        calls: Counter = Counter()
-        caption_stats = prepare["agent"]["caption"]
-        calls.update(
-            {"calls": caption_stats["calls"], "cached": caption_stats["cached"], "failed": caption_stats["failed"]}
-        )
-        by_step: Counter = Counter(caption_stats.get("calls_by_step") or {})
-        kept = pairs = 0
-        for path in sorted(self.stats_dir.glob("shard-*.json")):
-            shard = json.loads(path.read_text())
-            kept += shard["kept"]
-            pairs += shard["pairs"]
-            rejected.update(shard["rejected"])
-            agent = shard["agent"]
-            calls.update({"calls": agent["calls"], "cached": agent["cached"], "failed": agent["failed"]})
-            by_step.update(agent.get("calls_by_step") or {})
-        return {
-            "prepared_in_this_run": self.prepared_in_this_run,
-            "images_found": prepare["images_found"],
-            "images_embedded": prepare["images_embedded"],
-            "images_skipped": len(prepare["skipped"]),
-            "skipped": prepare["skipped"],
-            "duplicates": len(prepare["duplicates"]),
-            "pairs_mined": prepare["pairs_mined"],
-            "pairs_generated": pairs,
-            "too_few_candidates": prepare["too_few_candidates"],
-            "agent_calls": calls["calls"],
-            "agent_cached": calls["cached"],
-            "agent_failed": calls["failed"],
-            "agent_calls_by_step": dict(by_step),
-            "rejected": dict(sorted(rejected.items())),
-            "triplets": kept,
-        }
+        rejections by reason, failed pairs by step and why (`pairs_failed`, `failed_by_step`, `failure_reasons`),
+        whether it is `complete`, triplets kept (read from the statistics written by `download_and_prepare`)."""
+        answers = len(ResponseCache(self.agent_cache_path)) if os.path.exists(self.agent_cache_path) else 0
+        return read_build_summary(self.stats_dir, self.prepared_in_this_run, answers)
 
     def config_dict(self) -> dict:
         """The builder config as a plain dict (for the dataset card)."""
         data = {k: v for k, v in vars(self.config).items() if k not in ("data_files", "description")}
         data["version"] = str(self.config.version)
+        if self.embedding_model_revision:
+            data["embedding_model_revision"] = self.embedding_model_revision
         return data
 
 
-def _read(path: str) -> bytes:
-    with open(path, "rb") as handle:
-        return handle.read()
+def _miner_key(miner) -> str:
+    key = getattr(miner, "cache_key", None)
+    if isinstance(key, str) and key:
+        return key
+    named = miner if hasattr(miner, "__qualname__") else type(miner)
+    return f"{named.__module__}.{named.__qualname__}"
+
+
+def _checked_pairs(mined, ids: list[str]) -> dict:
+    """A `pair_miner`'s result in the builder's format, every id checked against the embedded images."""
+    pairs = mined["pairs"] if isinstance(mined, dict) else mined.pairs
+    too_few = (mined.get("too_few") if isinstance(mined, dict) else getattr(mined, "too_few", None)) or []
+    known = set(ids)
+    out = []
+    for pair in pairs:
+        if pair["reference_id"] not in known or pair["target_id"] not in known:
+            raise ValueError(f"pair_miner returned a pair with an image that was not embedded: {pair}")
+        rank, score = int(pair["rank"]), float(pair["score"])
+        out.append(
+            {"reference_id": pair["reference_id"], "target_id": pair["target_id"], "rank": rank, "score": score}
+        )
+    return {"pairs": out, "too_few": list(too_few)}
 
 
 __all__ = ["MraTriplets"]

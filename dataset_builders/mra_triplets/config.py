@@ -7,7 +7,11 @@ from dataclasses import dataclass
 
 import datasets
 
-from ..agents.prompts import DEFAULT_PROMPT_VERSION, get_prompts
+from ..agents.prompts import MODE_PROMPT_VERSIONS, get_prompts
+
+#: how the agent writes the modification text: "two_step" (the paper: caption each image, then compare both images and
+#: both captions) or "direct" (one step from both images, no captions: the paper's ablation)
+AGENT_MODES = ("two_step", "direct")
 
 #: the columns training needs (the builder writes more: captions, rank, score, ids)
 REQUIRED_COLUMNS = ("reference_image", "target_image", "modification_text")
@@ -33,17 +37,29 @@ class MraTripletsConfig(datasets.BuilderConfig):
 
     Args:
         images (`str`): folder of images (searched recursively; ids are paths relative to it).
-        embedding_model (`str`): folder of an `MraCirModel` (+ its `MraCirProcessor`) used to embed the images.
+        embedding_model (`str`): the model that embeds the images: an `MraCirModel` folder or a BLIP-2 ITM checkpoint
+            (folder or Hub id, e.g. `Salesforce/blip2-itm-vit-g`; a Hub id's cache key includes its resolved revision
+            when it can be resolved, see `fingerprints.model_key`).
         reduce (`str`, defaults to "max"): token-level similarity reduction ("max" or "mean_max").
         q1 (`int`, defaults to 51): first rank of the mining window (1 = most similar other image).
         q2 (`int`, defaults to 60): last rank of the mining window.
         targets_per_reference (`int`, defaults to 1): targets sampled per reference in the window.
-        seed (`int`, defaults to 0): sampling seed.
+        seed (`int`, defaults to 0): seed of the mining window's target draws.
         agent (`str`, defaults to "transformers"): agent backend name (see `make_agent`).
         agent_model (`str`, *optional*): the agent's model (folder or served model id).
-        prompt_version (`str`, defaults to "mra-v1"): registered prompt set (`agent_prompts.get_prompts`).
+        agent_mode (`str`, defaults to "two_step"): "two_step" (caption every image, then write the text from both
+            images and both captions) or "direct" (no caption step: the text from both images alone; the caption
+            columns are empty and the `same_as_caption` filter is off).
+        prompt_version (`str`, *optional*): registered prompt set (`agents.prompts.get_prompts`); defaults to the
+            mode's: "mra-v1" (two_step), "mra-direct-v1" (direct). Its `uses_captions` must match the mode.
         max_new_tokens (`int`, defaults to 64): generation budget per answer.
-        max_images (`int`, *optional*): use only the first `max_images` images (sorted by id).
+        max_images (`int`, *optional*): use at most `max_images` images, a random sample drawn with `sample_seed`
+            (after `per_class`); not the first ones in sorted order (on a class-folder layout those are whole classes).
+        per_class (`int`, *optional*): use at most `per_class` images of each first-level sub-folder (a class of an
+            ImageNet-style layout; images directly in `images` form one group), sampled with `sample_seed`.
+        sample_seed (`int`, defaults to 0): seed of the `per_class` / `max_images` samples (kept apart from `seed`, so
+            the pool stays fixed while the mining seed varies, and the other way round). The sample is the same for
+            the same seed whatever the file system's listing order.
         verify (`bool`, defaults to False): ask the agent whether each modification text describes the change and
             keep only "yes" answers (higher precision, one more call per pair).
         max_words (`int`, defaults to 40): longer answers are rejected.
@@ -60,9 +76,12 @@ class MraTripletsConfig(datasets.BuilderConfig):
     seed: int = 0
     agent: str = "transformers"
     agent_model: str | None = None
-    prompt_version: str = DEFAULT_PROMPT_VERSION
+    agent_mode: str = "two_step"
+    prompt_version: str | None = None
     max_new_tokens: int = 64
     max_images: int | None = None
+    per_class: int | None = None
+    sample_seed: int = 0
     verify: bool = False
     max_words: int = 40
     max_chars: int = 300
@@ -84,10 +103,22 @@ class MraTripletsConfig(datasets.BuilderConfig):
             )
         if self.max_images is not None and self.max_images < 2:
             raise ValueError(f"MraTripletsConfig.max_images must be >= 2, got {self.max_images}")
+        if self.per_class is not None and self.per_class < 1:
+            raise ValueError(f"MraTripletsConfig.per_class must be >= 1, got {self.per_class}")
         for name in ("max_new_tokens", "max_words", "max_chars", "pairs_per_shard"):
             if getattr(self, name) < 1:
                 raise ValueError(f"MraTripletsConfig.{name} must be >= 1, got {getattr(self, name)}")
-        get_prompts(self.prompt_version)  # unknown version -> KeyError naming the registered ones
+        if self.agent_mode not in AGENT_MODES:
+            raise ValueError(f"MraTripletsConfig.agent_mode must be one of {AGENT_MODES}, got {self.agent_mode!r}")
+        if self.prompt_version is None:
+            self.prompt_version = MODE_PROMPT_VERSIONS[self.agent_mode]
+        prompts = get_prompts(self.prompt_version)  # unknown version -> KeyError naming the registered ones
+        if prompts.uses_captions != (self.agent_mode == "two_step"):
+            raise ValueError(
+                f"MraTripletsConfig: prompt_version {self.prompt_version!r} "
+                f"{'reads captions' if prompts.uses_captions else 'has no caption step'}, which does not fit "
+                f"agent_mode={self.agent_mode!r} (the mode's prompts: {MODE_PROMPT_VERSIONS[self.agent_mode]!r})"
+            )
 
 
-__all__ = ["FEATURES", "REQUIRED_COLUMNS", "MraTripletsConfig"]
+__all__ = ["AGENT_MODES", "FEATURES", "REQUIRED_COLUMNS", "MraTripletsConfig"]

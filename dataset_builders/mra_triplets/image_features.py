@@ -5,11 +5,16 @@
 
 - **Duplicates.** Files with the same bytes (SHA-256) are embedded once: the later ones are listed in
   `ImageFeatures.duplicates` (duplicate id -> first id) and are not in `ids` / `features`.
-- **Corrupt images.** Unreadable or undecodable images are skipped, counted and listed (`skipped`: (id, reason)).
+- **Corrupt images.** Unreadable (a broken symbolic link included) or undecodable images are skipped, counted and
+  listed (`skipped`: (id, reason)).
 - **Resumable.** With `output_dir`, the unique images are cut into shards of `shard_size` and each finished shard is
   written atomically as `features-XXXXX-of-YYYYY.safetensors` (tensor `features`, metadata `ids` and `skipped` as
   JSON) next to `manifest.json` (the ordered ids, their hashes, the duplicates). A re-run with the same inputs
-  skips finished shards; different inputs in the same directory are refused unless `overwrite=True`.
+  skips finished shards; different inputs in the same directory are refused unless `overwrite=True` (start afresh)
+  or `reuse_shards=True` (keep every shard whose ids and bytes are unchanged, embed the others: an image edited in
+  place costs one shard).
+- **Hashed once.** With `content_hashes` (a [`ContentHashes`] memo), files are hashed once and then recognised by
+  `(path, size, mtime, inode)`.
 - **Multi-process.** Launched with `accelerate launch`, each process (`accelerate.PartialState`) embeds a contiguous
   slice of the shards on its device; the main process writes the manifest, every process waits, then reads back the
   merged result. This needs `output_dir` (the shards are the exchange medium).
@@ -31,9 +36,9 @@ import torch
 
 from mra_cir.modeling_mra_cir.retrieval import encode_images
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+from ..agents.content_hashes import ContentHashes
+from .feature_shards import MANIFEST, _read_shard, _shard_name, _write_manifest, _write_shard, keep_unchanged_shards
+from .pool import IMAGE_EXTENSIONS, list_images
 
 
 @dataclass
@@ -67,25 +72,21 @@ class ImageFeatures:
 # ----------------------------------------------------------------------------------------------------------------------
 # Sources
 # ----------------------------------------------------------------------------------------------------------------------
-def list_images(folder: str | Path, max_images: int | None = None) -> list[tuple[str, str]]:
-    """`(id, path)` of the image files under `folder` (recursive, sorted by id = posix path relative to folder)."""
-    folder = Path(folder)
-    found = sorted(
-        (path.relative_to(folder).as_posix(), str(path))
-        for path in folder.rglob("*")
-        if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
-    )
-    return found[:max_images] if max_images else found
-
-
 @dataclass
 class _Item:
     id: str
     read_bytes: Callable[[], bytes]
+    path: Path | None = None
+
+
+def _read_file(path: Path) -> bytes:
+    if path.is_symlink() and not path.exists():
+        raise FileNotFoundError(f"broken symbolic link (to {os.readlink(path)})")
+    return path.read_bytes()
 
 
 def _file_reader(path: Path) -> Callable[[], bytes]:
-    return lambda: path.read_bytes()
+    return lambda: _read_file(path)
 
 
 def _dataset_reader(dataset, row: int, column: str) -> Callable[[], bytes]:
@@ -107,11 +108,12 @@ def _collect_items(images, ids: Sequence[str] | None) -> list[_Item]:
         folder = Path(images)
         if not folder.is_dir():
             raise FileNotFoundError(f"image folder {folder} does not exist")
-        listed = list_images(folder)
+        listed = list_images(folder, broken_links=True)
         if not listed:
             raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) found under {folder}")
         default_ids = [image_id for image_id, _ in listed]
-        readers = [_file_reader(Path(path)) for _, path in listed]
+        paths = [Path(path) for _, path in listed]
+        readers = [_file_reader(path) for path in paths]
     elif hasattr(images, "column_names") and hasattr(images, "cast_column"):  # datasets.Dataset
         from datasets import Image as ImageFeature
 
@@ -123,6 +125,7 @@ def _collect_items(images, ids: Sequence[str] | None) -> list[_Item]:
         else:
             default_ids = [str(i) for i in range(len(images))]
         readers = [_dataset_reader(raw, i, "image") for i in range(len(images))]
+        paths = [None] * len(readers)
     else:
         paths = [Path(p) for p in images]
         default_ids = [str(p) for p in paths]
@@ -135,10 +138,10 @@ def _collect_items(images, ids: Sequence[str] | None) -> list[_Item]:
         ids = default_ids
     if len(set(ids)) != len(ids):
         raise ValueError("image ids must be unique")
-    return [_Item(i, r) for i, r in zip(ids, readers)]
+    return [_Item(i, r, p) for i, r, p in zip(ids, readers, paths)]
 
 
-def _hash_items(items: list[_Item], show_progress: bool):
+def _hash_items(items: list[_Item], show_progress: bool, content_hashes: ContentHashes | None = None):
     """SHA-256 of each item's bytes -> (unique items, their hashes, duplicates, unreadable (id, reason))."""
     from tqdm.auto import tqdm
 
@@ -146,7 +149,12 @@ def _hash_items(items: list[_Item], show_progress: bool):
     unique, hashes, duplicates, unreadable = [], [], {}, []
     for item in tqdm(items, desc="hashing images", unit="img", disable=not show_progress):
         try:
-            digest = hashlib.sha256(item.read_bytes()).hexdigest()
+            if content_hashes is not None and item.path is not None:
+                if item.path.is_symlink() and not item.path.exists():
+                    _read_file(item.path)  # raises, naming the broken link
+                digest = content_hashes.sha256(item.path)
+            else:
+                digest = hashlib.sha256(item.read_bytes()).hexdigest()
         except Exception as err:  # unreadable file: listed, not fatal
             unreadable.append((item.id, _reason("unreadable", err)))
             continue
@@ -175,45 +183,6 @@ def _decode(data: bytes):
 # ----------------------------------------------------------------------------------------------------------------------
 # Shards
 # ----------------------------------------------------------------------------------------------------------------------
-def _shard_name(index: int, total: int) -> str:
-    return f"features-{index:05d}-of-{total:05d}.safetensors"
-
-
-def _write_shard(path: Path, features: torch.Tensor, ids: list[str], skipped: list[tuple[str, str]]) -> None:
-    from safetensors.torch import save_file
-
-    tmp = path.with_name(path.name + ".tmp")
-    metadata = {"ids": json.dumps(ids), "skipped": json.dumps(skipped)}
-    save_file({"features": features.contiguous().cpu()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)  # atomic: a crash never leaves a half-written shard under the final name
-
-
-def _read_shard(path: Path) -> tuple[torch.Tensor, list[str], list[tuple[str, str]]]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-        features = handle.get_tensor("features")
-    if "ids" not in metadata:
-        raise ValueError(f"{path} has no 'ids' metadata: not a feature shard")
-    return features, json.loads(metadata["ids"]), [tuple(s) for s in json.loads(metadata.get("skipped", "[]"))]
-
-
-def _write_manifest(output_dir, ids, hashes, duplicates, num_shards, shard_size, unreadable=()) -> None:
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "num_shards": num_shards,
-        "shard_size": shard_size,
-        "ids": ids,
-        "sha256": hashes,
-        "duplicates": duplicates,
-        "unreadable": [list(u) for u in unreadable],
-    }
-    tmp = output_dir / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest))
-    os.replace(tmp, output_dir / MANIFEST)
-
-
 def load_image_features(output_dir: str | os.PathLike) -> ImageFeatures:
     """Read the result of [`extract_image_features`] (or [`ImageFeatures.save`]) from `output_dir`.
 
@@ -286,6 +255,8 @@ def extract_image_features(
     *,
     shard_size: int = 1024,
     overwrite: bool = False,
+    reuse_shards: bool = False,
+    content_hashes: ContentHashes | None = None,
 ) -> ImageFeatures:
     """Embed images into token features with `model.get_image_features`.
 
@@ -303,6 +274,10 @@ def extract_image_features(
         show_progress (`bool`, defaults to `True`): tqdm bars (hashing, embedding).
         shard_size (`int`, defaults to 1024): images per shard (the unit of resumption and of multi-process split).
         overwrite (`bool`, defaults to `False`): discard an `output_dir` made from different inputs.
+        reuse_shards (`bool`, defaults to `False`): in an `output_dir` made from different inputs, keep the shards
+            whose ids and bytes are unchanged and embed only the others (the caller guarantees the same model and
+            preprocessing: the triplet builder keys the folder by them).
+        content_hashes ([`ContentHashes`], *optional*): a memo of file hashes (files are then hashed once).
 
     Returns:
         [`ImageFeatures`] with `features` `(N, Q, D)`, `ids`, `skipped`, `duplicates`.
@@ -322,7 +297,9 @@ def extract_image_features(
     if state.num_processes > 1 and output_dir is None:
         raise ValueError("extract_image_features needs output_dir when run with several processes (accelerate)")
     items = _collect_items(images, ids)
-    unique, hashes, duplicates, unreadable = _hash_items(items, show_progress and state.is_main_process)
+    unique, hashes, duplicates, unreadable = _hash_items(
+        items, show_progress and state.is_main_process, content_hashes
+    )
     num_shards = max(1, -(-len(unique) // shard_size))
     shards = [unique[i * shard_size : (i + 1) * shard_size] for i in range(num_shards)]
     progress_enabled = show_progress and state.is_local_main_process
@@ -340,12 +317,15 @@ def extract_image_features(
             old = json.loads(manifest_path.read_text())
             same = old.get("ids") == unique_ids and old.get("sha256") == hashes and old.get("shard_size") == shard_size
             if not same:
-                if not overwrite:
+                if overwrite:
+                    shutil.rmtree(output_dir)
+                elif reuse_shards:
+                    keep_unchanged_shards(output_dir, old, unique_ids, hashes, shard_size)
+                else:
                     raise ValueError(
                         f"{output_dir} holds features of other inputs (ids, bytes or shard_size differ): use another "
-                        "output_dir or overwrite=True"
+                        "output_dir, overwrite=True or reuse_shards=True"
                     )
-                shutil.rmtree(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         _write_manifest(output_dir, unique_ids, hashes, duplicates, num_shards, shard_size, unreadable)
     state.wait_for_everyone()

@@ -38,13 +38,13 @@ the reference's neighbours), `reference_id`, `target_id`.
 
 ## How it was made
 
-1. Every image was embedded with `{embedding_model}` (BLIP-2 Q-Former query tokens).
+1. {pool_note} Every image was embedded with `{embedding_model}`{revision_note} (BLIP-2 Q-Former query tokens).
 2. For each reference image, {targets_per_reference} target(s) were sampled among its neighbours ranked
    {q1}..{q2} by token-level similarity (reduction `{reduce}`, seed {seed}).
-3. The agent (`{agent}` backend, model `{agent_model}`, prompts `{prompt_version}`) captioned every image, then wrote
-   the modification text from both images and both captions{verify_note}.
+3. The agent (`{agent}` backend, model `{agent_model}`, prompts `{prompt_version}`, mode `{agent_mode}`)
+   {agent_note}{verify_note}.
 4. Outputs were normalised (one line, trimmed) and rejected when empty, refusals, referring to the images by
-   position, repeating a caption, or longer than {max_words} words / {max_chars} characters.
+   position, {caption_filter}or longer than {max_words} words / {max_chars} characters.
 
 ## Counts
 
@@ -57,6 +57,7 @@ the reference's neighbours), `reference_id`, `target_id`.
 | pairs mined | {pairs_mined} |
 | agent calls (this run) / answered from cache | {agent_calls} / {agent_cached} |
 | failed requests | {agent_failed} |
+| pairs left out because their requests failed (`allow_failures`) | {pairs_failed} |
 
 ### Rejected outputs by reason
 
@@ -75,6 +76,10 @@ from datasets import load_dataset
 triplets = load_dataset("{repo_id}", split="train")
 ```
 """
+
+
+TWO_STEP_NOTE = "captioned every image, then wrote the modification text from both images and both captions"
+DIRECT_NOTE = "wrote the modification text from both images alone, without captions (the caption columns are empty)"
 
 
 def dataset_card(
@@ -117,10 +122,17 @@ def dataset_card(
     rejections = "\n".join(f"- `{reason}`: {count}" for reason, count in sorted(rejected.items())) or "- none"
     fields = {
         "embedding_model": "?", "targets_per_reference": "?", "q1": "?", "q2": "?", "reduce": "?", "seed": "?",
-        "agent": "?", "agent_model": "?", "prompt_version": "?", "max_words": "?", "max_chars": "?", **config,
+        "agent": "?", "agent_model": "?", "prompt_version": "?", "max_words": "?", "max_chars": "?",
+        "agent_mode": "two_step", **config,
     }  # fmt: skip
+    direct = config.get("agent_mode") == "direct"
+    revision = config.get("embedding_model_revision")
     text = CARD_TEMPLATE.format(
         pretty_name=pretty_name,
+        pool_note=_pool_note(config),
+        revision_note=f" (revision `{revision}`)" if revision else "",
+        agent_note=DIRECT_NOTE if direct else TWO_STEP_NOTE,
+        caption_filter="" if direct else "repeating a caption, ",
         verify_note=" and was asked to verify each text (only 'yes' kept)" if config.get("verify") else "",
         triplets=size,
         rejections=rejections,
@@ -132,6 +144,16 @@ def dataset_card(
     return DatasetCard(f"---\n{data.to_yaml()}\n---\n{text}")
 
 
+def _pool_note(config: dict) -> str:
+    """One sentence: which images of the folder were used (all, or the seeded per-class / total sample)."""
+    per_class, max_images = config.get("per_class"), config.get("max_images")
+    if not per_class and not max_images:
+        return "The pool was every image of the folder."
+    parts = [f"at most {per_class} images of each class folder"] if per_class else []
+    parts += [f"at most {max_images} images in all"] if max_images else []
+    return f"The pool was a random sample of the folder (`sample_seed` {config.get('sample_seed', 0)}): {', '.join(parts)}."
+
+
 _COUNT_KEYS = (
     "triplets",
     "images_found",
@@ -141,6 +163,7 @@ _COUNT_KEYS = (
     "agent_calls",
     "agent_cached",
     "agent_failed",
+    "pairs_failed",
 )
 
 

@@ -4,7 +4,9 @@ The world has two parts, both produced by the [`SyntheticWorld`] builder (one `p
 
 - **pool** (`part="pool"`): unlabeled images (id, image, scene graph, a ground-truth caption in one of a few
   alt-text templates). The MRA pipeline mines pairs here; stage-1 alignment trains on the (image, caption) pairs.
-- **benchmark** (`part="gallery"` and `part="queries"`): the single-edit benchmark ([`.single_edit`]).
+- **benchmarks** (`part="gallery"` and `part="queries"`, one `benchmark` per config): the CIRR-style benchmark
+  ([`.cirr_style`]), the CIRCO-style benchmark ([`.circo_style`]) and the single-edit diagnostic ([`.single_edit`]).
+  [`.export`] writes each in the official file layout of the benchmark it imitates.
 
 Scenes, edits, phrasings and the renderer are in [`.scenes`]; the scene-graph agent in [`.scene_agent`].
 
@@ -26,6 +28,8 @@ import datasets
 import numpy as np
 from PIL import Image
 
+from .circo_style import generate_circo_style
+from .cirr_style import generate_cirr_style
 from .scenes import (
     CAPTION_TEMPLATES,
     apply_edit,
@@ -97,6 +101,48 @@ def generate_alignment_corpus(
 # The builder
 # ----------------------------------------------------------------------------------------------------------------------
 PARTS = ("pool", "gallery", "queries")
+#: the world's benchmarks: the CIRR-style and CIRCO-style ones lead, the single-edit one is a labelled diagnostic
+BENCHMARKS = ("cirr_style", "circo_style", "single_edit")
+
+_GALLERY_FEATURES = {"id": "string", "image": datasets.Image(), "scene_graph": "string", "role": "string"}
+_SEQ = datasets.Sequence(datasets.Value("string"))
+_QUERY_FEATURES = {
+    "single_edit": {
+        "query_id": "string",
+        "reference_id": "string",
+        "modification_text": "string",
+        "target_ids": _SEQ,
+        "edit": "string",
+        "reference_scene_graph": "string",
+        "target_scene_graph": "string",
+    },
+    "cirr_style": {
+        "query_id": "string",
+        "reference_id": "string",
+        "target_id": "string",
+        "members": _SEQ,
+        "set_id": "int32",
+        "modification_text": "string",
+        "join_form": "string",
+        "num_edits": "int32",
+        "edits": "string",
+        "reference_scene_graph": "string",
+        "target_scene_graph": "string",
+    },
+    "circo_style": {
+        "query_id": "string",
+        "reference_id": "string",
+        "gt_ids": _SEQ,
+        "gt_scene_graphs": _SEQ,
+        "modification_text": "string",
+        "semantic_aspects": _SEQ,
+        "join_form": "string",
+        "num_edits": "int32",
+        "edits": "string",
+        "reference_scene_graph": "string",
+        "target_scene_graph": "string",
+    },
+}
 
 
 @dataclass
@@ -105,20 +151,25 @@ class SyntheticWorldConfig(datasets.BuilderConfig):
 
     Args:
         part (`str`, defaults to `"pool"`): `"pool"`, `"gallery"` or `"queries"`.
-        seed (`int`, defaults to 0): world seed (pool and benchmark use independent streams of it).
+        benchmark (`str`, defaults to `"single_edit"`): for the gallery and queries parts, which benchmark
+            (`BENCHMARKS`: `"cirr_style"`, `"circo_style"` or `"single_edit"`).
+        seed (`int`, defaults to 0): world seed (the pool and each benchmark use independent streams of it).
         pool_size (`int`, defaults to 2000): number of pool images.
-        num_queries (`int`, defaults to 200): number of benchmark queries (the gallery has ~8.3 images per query).
+        num_queries (`int`, defaults to 200): queries of the single-edit benchmark (~8.3 gallery images per query).
+        cirr_queries (`int`, defaults to 400): queries of the CIRR-style benchmark (~0.8 gallery images per query).
+        circo_queries (`int`, defaults to 200): queries of the CIRCO-style benchmark (~5.5 gallery images per query).
         image_size (`int`, defaults to 32): side of the rendered images in pixels.
-        reference_distractors (`int`, defaults to 3): gallery images per query that are the reference with another
-            single edit.
-        text_distractors (`int`, defaults to 3): gallery images per query that contain the changed object in another
-            scene.
+        reference_distractors (`int`, defaults to 3), text_distractors (`int`, defaults to 3): the single-edit
+            benchmark's distractors per query (see [`.single_edit`]).
     """
 
     part: str = "pool"
+    benchmark: str = "single_edit"
     seed: int = 0
     pool_size: int = 2000
     num_queries: int = 200
+    cirr_queries: int = 400
+    circo_queries: int = 200
     image_size: int = 32
     reference_distractors: int = 3
     text_distractors: int = 3
@@ -127,40 +178,40 @@ class SyntheticWorldConfig(datasets.BuilderConfig):
         super().__post_init__()
         if self.part not in PARTS:
             raise ValueError(f"SyntheticWorldConfig.part must be one of {PARTS}, got {self.part!r}")
-        for name in ("pool_size", "num_queries", "image_size"):
+        if self.benchmark not in BENCHMARKS:
+            raise ValueError(f"SyntheticWorldConfig.benchmark must be one of {BENCHMARKS}, got {self.benchmark!r}")
+        for name in ("pool_size", "num_queries", "cirr_queries", "circo_queries", "image_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"SyntheticWorldConfig.{name} must be positive, got {getattr(self, name)}")
         if self.image_size < 8:
             raise ValueError(f"SyntheticWorldConfig.image_size must be at least 8 pixels, got {self.image_size}")
         if self.name == "default":
-            self.name = (
-                f"{self.part}-s{self.seed}-n{self.pool_size}-q{self.num_queries}-px{self.image_size}"
-                f"-d{self.reference_distractors}x{self.text_distractors}"
-            )
+            what = self.part if self.part == "pool" else f"{self.benchmark}-{self.part}"
+            size = {
+                "single_edit": self.num_queries,
+                "cirr_style": self.cirr_queries,
+                "circo_style": self.circo_queries,
+            }
+            self.name = f"{what}-s{self.seed}-n{self.pool_size}-q{size[self.benchmark]}-px{self.image_size}"
+            if self.part != "pool" and self.benchmark == "single_edit":
+                self.name += f"-d{self.reference_distractors}x{self.text_distractors}"
 
 
 class SyntheticWorld(datasets.GeneratorBasedBuilder):
     """The synthetic composed-retrieval world (one split, `train`, per part). See the module docstring."""
 
-    VERSION = datasets.Version("1.0.0")
+    VERSION = datasets.Version("2.0.0")  # 2.0: the CIRR-style and CIRCO-style benchmarks
     BUILDER_CONFIG_CLASS = SyntheticWorldConfig
     config: SyntheticWorldConfig
 
     def _info(self) -> datasets.DatasetInfo:
-        if self.config.part == "pool":
+        c = self.config
+        if c.part == "pool":
             features = {"id": "string", "image": datasets.Image(), "scene_graph": "string", "caption": "string"}
-        elif self.config.part == "gallery":
-            features = {"id": "string", "image": datasets.Image(), "scene_graph": "string", "role": "string"}
+        elif c.part == "gallery":
+            features = _GALLERY_FEATURES
         else:
-            features = {
-                "query_id": "string",
-                "reference_id": "string",
-                "modification_text": "string",
-                "target_ids": datasets.Sequence(datasets.Value("string")),
-                "edit": "string",
-                "reference_scene_graph": "string",
-                "target_scene_graph": "string",
-            }
+            features = _QUERY_FEATURES[c.benchmark]
         features = {k: datasets.Value(v) if isinstance(v, str) else v for k, v in features.items()}
         return datasets.DatasetInfo(description=__doc__.split("\n")[0], features=datasets.Features(features))
 
@@ -172,23 +223,38 @@ class SyntheticWorld(datasets.GeneratorBasedBuilder):
         if c.part == "pool":
             yield from generate_pool(c.seed, c.pool_size, c.image_size)
             return
-        gallery, queries = generate_benchmark(
-            c.seed, c.num_queries, c.image_size, c.reference_distractors, c.text_distractors
-        )
+        if c.benchmark == "cirr_style":
+            gallery, queries = generate_cirr_style(c.seed, c.cirr_queries, c.image_size)
+        elif c.benchmark == "circo_style":
+            gallery, queries = generate_circo_style(c.seed, c.circo_queries, c.image_size)
+        else:
+            gallery, queries = generate_benchmark(
+                c.seed, c.num_queries, c.image_size, c.reference_distractors, c.text_distractors
+            )
         rows = gallery if c.part == "gallery" else queries
         key = "id" if c.part == "gallery" else "query_id"
+        names = set(self.info.features)
         for row in rows:
-            yield row[key], row
+            yield row[key], {k: v for k, v in row.items() if k in names}
 
 
 @dataclass
 class World:
-    """The three parts of a built world (each a `datasets.Dataset`) and the settings that made them."""
+    """A built world: the pool and each benchmark's gallery and queries (`datasets.Dataset`s), and its settings."""
 
     pool: datasets.Dataset
-    gallery: datasets.Dataset
-    queries: datasets.Dataset
+    benchmarks: dict[str, tuple[datasets.Dataset, datasets.Dataset]]
     settings: dict = field(default_factory=dict)
+
+    @property
+    def gallery(self) -> datasets.Dataset:
+        """The single-edit benchmark's gallery."""
+        return self.benchmarks["single_edit"][0]
+
+    @property
+    def queries(self) -> datasets.Dataset:
+        """The single-edit benchmark's queries."""
+        return self.benchmarks["single_edit"][1]
 
 
 def build_world(
@@ -199,13 +265,17 @@ def build_world(
     cache_dir: str | Path | None = None,
     reference_distractors: int = 3,
     text_distractors: int = 3,
+    cirr_queries: int = 400,
+    circo_queries: int = 200,
+    benchmarks: tuple[str, ...] = BENCHMARKS,
 ) -> World:
-    """Build (or load from `cache_dir`) the pool, the gallery and the queries with [`SyntheticWorld`].
+    """Build (or load from `cache_dir`) the pool and the benchmarks with [`SyntheticWorld`].
 
     Args:
-        seed, pool_size, num_queries, image_size, reference_distractors, text_distractors: see
-            [`SyntheticWorldConfig`].
+        seed, pool_size, num_queries, image_size, reference_distractors, text_distractors, cirr_queries,
+            circo_queries: see [`SyntheticWorldConfig`].
         cache_dir (`str` or `Path`, *optional*): where the Arrow files go (the datasets default cache otherwise).
+        benchmarks (`tuple[str, ...]`, defaults to all of `BENCHMARKS`): which benchmarks to build.
 
     Returns:
         [`World`].
@@ -214,19 +284,25 @@ def build_world(
         seed=seed,
         pool_size=pool_size,
         num_queries=num_queries,
+        cirr_queries=cirr_queries,
+        circo_queries=circo_queries,
         image_size=image_size,
         reference_distractors=reference_distractors,
         text_distractors=text_distractors,
     )
-    parts = {}
-    for part in PARTS:
-        builder = SyntheticWorld(cache_dir=str(cache_dir) if cache_dir else None, part=part, **settings)
+    cache = str(cache_dir) if cache_dir else None
+
+    def part(name: str, benchmark: str = "single_edit") -> datasets.Dataset:
+        builder = SyntheticWorld(cache_dir=cache, part=name, benchmark=benchmark, **settings)
         builder.download_and_prepare()
-        parts[part] = builder.as_dataset(split="train")
-    return World(pool=parts["pool"], gallery=parts["gallery"], queries=parts["queries"], settings=settings)
+        return builder.as_dataset(split="train")
+
+    built = {name: (part("gallery", name), part("queries", name)) for name in benchmarks}
+    return World(pool=part("pool"), benchmarks=built, settings=settings)
 
 
 __all__ = [
+    "BENCHMARKS",
     "PARTS",
     "SyntheticWorld",
     "SyntheticWorldConfig",

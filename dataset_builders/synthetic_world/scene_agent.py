@@ -261,4 +261,64 @@ class SceneGraphAgent(AgentBackend):
         return [*changes[:i], change, *changes[i + 1 :]]
 
 
-__all__ = ["AGENT_TEMPLATES", "NO_CHANGE", "SceneGraphAgent", "agent_caption", "agent_texts", "scene_changes"]
+def make_scene_agent(
+    model: str | None = None, scene_graphs: Mapping[str, str | dict] | None = None, **kwargs
+) -> SceneGraphAgent:
+    """The registry's factory of the `scene` backend (`make_agent("scene", ...)`, `--agent scene`).
+
+    Args:
+        model (`str`, *optional*): where the scene graphs are (the builder passes `--agent-model` here): a
+            `metadata.jsonl` in the Hugging Face imagefolder convention (one JSON object per line with `file_name`,
+            the image's path relative to the file's folder, and `scene_graph`, a JSON string or object), or a folder
+            holding one. Images are found by id (`file_name`) and by the SHA-256 of the file it names.
+        scene_graphs (`Mapping[str, str | dict]`, *optional*): image id -> scene graph, given directly.
+        **kwargs: [`SceneGraphAgent`] arguments (`error_rate`, `seed`, `prompts`, `batch_size`, `max_new_tokens`).
+
+    Raises:
+        `ValueError` saying what the scene agent needs when neither is given, or naming the file and line of a bad
+        record.
+    """
+    if scene_graphs is not None:
+        return SceneGraphAgent(scene_graphs, **kwargs)
+    if model is None:
+        raise ValueError(
+            "the scene agent answers from scene graphs: give --agent-model PATH, a metadata.jsonl (one JSON object per "
+            "line with 'file_name' and 'scene_graph', the imagefolder convention) or a folder holding one"
+        )
+    from pathlib import Path
+
+    from ..agents.content_hashes import ContentHashes
+
+    path = Path(model)
+    if path.is_dir():
+        path = path / "metadata.jsonl"
+    if not path.is_file():
+        raise ValueError(f"scene agent: {path} not found (expected a metadata.jsonl with file_name and scene_graph)")
+    graphs: dict[str, str | dict] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}, line {number}: not JSON ({error})") from None
+        if not isinstance(record, dict) or "file_name" not in record or "scene_graph" not in record:
+            raise ValueError(f"{path}, line {number}: needs 'file_name' and 'scene_graph'")
+        graphs[str(record["file_name"])] = record["scene_graph"]
+    files = [(name, path.parent / name) for name in graphs if (path.parent / name).is_file()]
+    digests = ContentHashes().sha256_many([file for _, file in files])
+    agent = SceneGraphAgent(graphs, sha256_to_id={d: name for (name, _), d in zip(files, digests)}, **kwargs)
+    content = hashlib.sha256(json.dumps(agent.scene_graphs, sort_keys=True).encode()).hexdigest()[:12]
+    agent.model_name = f"{agent.model_name}-graphs{content}"  # other graphs, other answers: another cache key
+    return agent
+
+
+__all__ = [
+    "AGENT_TEMPLATES",
+    "NO_CHANGE",
+    "SceneGraphAgent",
+    "agent_caption",
+    "agent_texts",
+    "make_scene_agent",
+    "scene_changes",
+]

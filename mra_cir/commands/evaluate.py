@@ -2,12 +2,15 @@
 
 On `--split val` the metrics (percent, the papers' keys) are printed as ONE JSON object and saved with the rankings
 (files that `mra-cir evaluate-rankings` scores back); on `--split test` the test-server submission files are written.
+CIRCO val also reports what its official script prints beside mAP@K: `Recall@K` against the single `target_img_id`
+and `mAP@10_<aspect>` per semantic aspect.
 
 Example:
 
 ```bash
 mra-cir evaluate --model out/mra-cir --benchmark cirr --data-root /data/cirr_dataset --output eval/cirr
 mra-cir evaluate --model out/mra-cir --benchmark cirr --data-root /data/cirr_dataset --split test --output sub/
+accelerate launch --num_processes 8 -m mra_cir.cli evaluate --model out/mra-cir --benchmark circo --data-root /data/CIRCO
 ```
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +88,17 @@ def build_evaluator(args: EvaluateArguments):
     return EVALUATORS[args.benchmark](**kwargs)
 
 
+def _start_processes() -> int:
+    """This process's rank: with several processes (`WORLD_SIZE` > 1) the process group is started, so the evaluator
+    shards the gallery and the queries over them (gathered once); 0 alone."""
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return 0
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available()).process_index  # gloo on CPU-only machines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = HfArgumentParser(
         EvaluateArguments, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -95,10 +110,13 @@ def main(argv: list[str] | None = None) -> int:
         from mra_cir.modeling_mra_cir.loading import load_model_and_processor
 
         evaluator = build_evaluator(args)
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        rank = _start_processes()  # under accelerate launch / torchrun every process encodes its shard
+        device = args.device or (f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu")
         model, processor = load_model_and_processor(args.model, device=device, dtype=args.dtype)
         metrics = evaluator(model, processor)
-    except (ValueError, FileNotFoundError) as e:
+        if rank != 0:
+            return 0
+    except (ValueError, OSError) as e:  # files, ids, models: one line naming them, no traceback
         print(f"mra-cir evaluate: error: {e}", file=sys.stderr)
         return 2
     output = Path(args.output or f"eval-{args.benchmark}-{evaluator.split}")

@@ -10,8 +10,10 @@ Prints ONE JSON object on stdout (percentages):
   scoring (a no-op for a server file, which already excludes it). `R_subset` is read from `--subset-rankings`
   (`"metric": "recall_subset"`) when given, else computed from the main ranking restricted to the other members of
   the image set (give a full-gallery ranking then: a top-50 list may hold fewer than 3 members).
-- CIRCO: `mAP@5`, `mAP@10`, `mAP@25`, `mAP@50`. Input: `{"<query id>": [COCO ids]}`. The reference is kept unless
-  `--exclude-reference`.
+- CIRCO: `mAP@5`, `mAP@10`, `mAP@25`, `mAP@50`, then what CIRCO's official script prints beside them: `Recall@5` ...
+  `Recall@50` (against the single `target_img_id`) and `mAP@10_<aspect>` for each semantic aspect of
+  `annotations/val.json` (`mAP@10_cardinality`, `mAP@10_addition`, ...). Input: `{"<query id>": [COCO ids]}`. The
+  reference is kept unless `--exclude-reference`.
 
 `--annotations` is the benchmark's annotation folder in its official layout (the one holding `captions/` and
 `image_splits/` for FashionIQ and CIRR, `annotations/` for CIRCO), or a folder above it (`<dir>/fashioniq`,
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics = score_rankings_file(
             args.benchmark, args.annotations, args.rankings, args.subset_rankings, args.split, args.exclude_reference
         )
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:  # files, ids, models: one line naming them, no traceback
         print(f"mra-cir evaluate-rankings: error: {e}", file=sys.stderr)
         return 2
     text = json.dumps(metrics)

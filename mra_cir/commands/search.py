@@ -29,7 +29,11 @@ class SearchArguments:
     image: str = field(metadata={"help": "The reference image of the query."})
     text: str = field(metadata={"help": "The modification text of the query."})
     model: str | None = field(
-        default=None, metadata={"help": "A saved MRA-CIR model (default: the index's model_path, or the index dir)."}
+        default=None,
+        metadata={
+            "help": "A saved MRA-CIR model or a BLIP-2 ITM checkpoint (folder or Hub id, e.g. Salesforce/blip2-itm-vit-g;"
+            " default: the index's model_path, or the index dir)."
+        },
     )
     k: int = field(default=10, metadata={"help": "Number of results."})
     images: str | None = field(
@@ -51,9 +55,14 @@ class SearchArguments:
     batch_size: int = field(default=32, metadata={"help": "Images per forward pass when building the index."})
 
 
+def _is_hub_id(name: str) -> bool:
+    """`user/name` that is not a local path: a Hub checkpoint such as `Salesforce/blip2-itm-vit-g`."""
+    return name.count("/") == 1 and not name.startswith((".", "/", "~")) and not Path(name).exists()
+
+
 def _model_path(args: SearchArguments, index_config: dict) -> str:
     for candidate in (args.model, index_config.get("model_path"), args.index):
-        if candidate and (Path(candidate) / "config.json").is_file():
+        if candidate and ((Path(candidate) / "config.json").is_file() or _is_hub_id(candidate)):
             return candidate
     raise FileNotFoundError(
         f"no model: pass --model (a saved MRA-CIR model directory); the index {args.index} records "
@@ -81,7 +90,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     index_config = json.loads((index_dir / CONFIG_FILE).read_text()) if (index_dir / CONFIG_FILE).is_file() else {}
     model_path = _model_path(args, index_config)
-    model, processor = load_model_and_processor(model_path, device=args.device)
+    try:
+        model, processor = load_model_and_processor(model_path, device=args.device)
+    except OSError as err:  # FileNotFoundError included: a missing folder, an unreachable Hub id
+        print(f"mra-cir search: {err}", file=sys.stderr)
+        return 2
 
     if has_index:
         index = GalleryIndex.load(index_dir)
@@ -89,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         from mra_cir.dataset_builders.mra_triplets.image_features import extract_image_features
 
         feats = extract_image_features(model, processor, args.images, batch_size=args.batch_size)
-        index = GalleryIndex.from_image_features(feats, model_path=str(Path(model_path).resolve()))
+        recorded = model_path if _is_hub_id(model_path) else str(Path(model_path).resolve())
+        index = GalleryIndex.from_image_features(feats, model_path=recorded)
         index.save(index_dir)
 
     try:

@@ -140,7 +140,8 @@ def load_model_and_processor(model_args: ModelArguments):
 
 
 def build_cir_evaluators(training_args: MraCirTrainingArguments, data_args: DataArguments) -> list:
-    """One `mra_cir.evaluation` evaluator per `--eval_benchmarks` name, on its validation split."""
+    """One `mra_cir.evaluation` evaluator per `--eval_benchmarks` name, on its validation split (distributed under DDP,
+    the gallery's frozen-ViT outputs cached across evaluations; logged, never selected on in a zero-shot run)."""
     names = training_args.eval_benchmarks_list
     if not names:
         return []
@@ -164,6 +165,11 @@ def build_cir_evaluators(training_args: MraCirTrainingArguments, data_args: Data
                 batch_size=training_args.per_device_eval_batch_size,
                 max_queries=data_args.eval_max_queries,
                 show_progress=not training_args.disable_tqdm,
+                num_workers=training_args.dataloader_num_workers,
+                cache_dir=training_args.eval_cache_dir,
+                # the Q-Former changes every step: final features are never reused; a frozen ViT's outputs are
+                cache_features=False,
+                cache_vision_outputs=training_args.eval_cache_vision_outputs and training_args.freeze_vision_model,
             )
         )
     return evaluators

@@ -1,4 +1,5 @@
-"""Where a quickstart run's queries win and lose on the synthetic benchmark (`mra-cir quickstart-diagnostics`).
+"""Where a quickstart run's queries win and lose on the single-edit diagnostic benchmark (`mra-cir
+quickstart-diagnostics`).
 
 For the stage-1 model and the MRA-trained model of a finished `mra-cir quickstart` run, every query is ranked with
 
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from .benchmarks import CURVE_KS, export_single_edit, single_edit_evaluator
+from .benchmarks import CURVE_KS, evaluator, export_benchmarks
 from .report import format_table
 
 #: what a top-1 can be (gallery roles of the synthetic benchmark, seen from one query)
@@ -150,9 +151,9 @@ def diagnose_model(model, processor, world, benchmark_dir: str | Path, cache_dir
     from mra_cir.modeling_mra_cir.gallery_index import GalleryIndex
     from mra_cir.modeling_mra_cir.retrieval import rank_gallery
 
-    evaluator = single_edit_evaluator(benchmark_dir, "composed", cache_dir)
-    split = evaluator.loader.load("val")
-    index = GalleryIndex(evaluator.encode_gallery(model, processor, split), list(split.gallery["image_id"]))
+    run = evaluator("single_edit", benchmark_dir, "composed", cache_dir)
+    split = run.loader.load("val")
+    index = GalleryIndex(run.encode_gallery(model, processor, split), list(split.gallery["image_id"]))
     references = list(split.queries["reference_id"])
     texts = list(split.queries["text"])
     images = split.queries["reference_image"]
@@ -173,7 +174,7 @@ def diagnose_model(model, processor, world, benchmark_dir: str | Path, cache_dir
     for name, (mode, queried, query_texts, features) in variants.items():
         ranked = rank_gallery(
             model, processor, index, queried, query_texts, mode, k=max(CURVE_KS), exclude=references,
-            batch_size=evaluator.batch_size, image_features=features,
+            batch_size=run.batch_size, image_features=features,
         ).ids  # fmt: skip
         recall = recall_at_k(ranked, ground_truths, ks=(1, 10))
         mean_ap = score_circo(ranked, ground_truths, references, exclude_reference=True)["mAP@10"]
@@ -199,8 +200,9 @@ def diagnose_run(output_dir: str | Path, seed: int = 0) -> dict:
         settings["num_queries"],
         settings["image_size"],
         cache_dir=out / "cache" / "world",
+        benchmarks=("single_edit",),
     )
-    benchmark_dir = export_single_edit(world, out / "benchmarks" / "single_edit")
+    benchmark_dir = export_benchmarks(world, out / "benchmarks")["single_edit"]
     report = {"run": str(out), "seed": seed, "queries": len(world.queries), "models": {}}
     for name in RUN_MODELS:
         folder = out / name

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from .arguments import ABLATION_WINDOWS, QuickstartArguments, scale_window
-from .benchmarks import QUERY_MODES, evaluate_single_edit, export_single_edit
-from .report import plot_results, print_report, results_dict, rounded_metrics
+from .benchmarks import METHODS, evaluate_methods, export_benchmarks
+from .report import ABLATION_BENCHMARK, plot_results, print_report, results_dict
 from .stages import build_quickstart_world, build_triplets, export_pool, run_stage1, stage1_model_and_processor
 from .windows import run_windows
 
@@ -66,7 +66,8 @@ def mine_and_build(args: QuickstartArguments, world, stage1_dir: Path, out: Path
 
 
 def run_quickstart(args: QuickstartArguments) -> dict:
-    """Run the whole pipeline; write `results.json` and `results.png` under `args.output_dir`; return the results."""
+    """Run the whole pipeline for `args.seed`; write `results.json` and `results.png` under `args.output_dir`; return
+    the results (several seeds: [`.seeds.run_seeds`])."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -76,7 +77,7 @@ def run_quickstart(args: QuickstartArguments) -> dict:
     clock = _Clock()
 
     world = build_quickstart_world(args)
-    benchmark_dir = export_single_edit(world, out / "benchmarks" / "single_edit")
+    folders = export_benchmarks(world, out / "benchmarks")
     features_cache = out / "cache" / "gallery_features"
     clock.lap("world")
 
@@ -87,11 +88,8 @@ def run_quickstart(args: QuickstartArguments) -> dict:
     processor.save_pretrained(stage1_dir)
     clock.lap("stage1_alignment")
 
-    baselines = ("image_only", "text_only", "composed_untrained")
-    scores = evaluate_single_edit(
-        model, processor, benchmark_dir, features_cache, modes=tuple(QUERY_MODES[m] for m in baselines)
-    )
-    evaluations = {name: scores[QUERY_MODES[name]] for name in baselines}
+    baselines = tuple(m for m in METHODS if m != "mra_trained")
+    evaluations = evaluate_methods(model, processor, folders, features_cache, baselines)
     clock.lap("baselines")
 
     built = mine_and_build(args, world, stage1_dir, out)
@@ -103,7 +101,7 @@ def run_quickstart(args: QuickstartArguments) -> dict:
             "window": window,
             "triplets": built[window]["triplets"],
             "stage1_dir": str(stage1_dir),
-            "benchmark_dir": str(benchmark_dir),
+            "benchmarks": folders if window == args.window else {ABLATION_BENCHMARK: folders[ABLATION_BENCHMARK]},
             "save_dir": str(out / "mra_model") if window == args.window else None,
         }
         for window in built
@@ -112,9 +110,10 @@ def run_quickstart(args: QuickstartArguments) -> dict:
     for result in run_windows(args, jobs):
         window, metrics = result["window"], result["metrics"]
         if window == args.window:
-            evaluations["mra_trained"] = metrics
+            for benchmark, values in metrics.items():
+                evaluations[benchmark]["mra_trained"] = values
         ablation[window] = {
-            **rounded_metrics(metrics),
+            **{k: v for k, v in metrics[ABLATION_BENCHMARK].items() if k != "curve"},
             "window_in_pool": built[window]["window_in_pool"],
             "triplets": args.num_triplets,
             "train_loss": round(result["train"]["train_loss"], 4),
@@ -126,7 +125,7 @@ def run_quickstart(args: QuickstartArguments) -> dict:
     results = results_dict(args, evaluations, world, model, stage1, built[args.window], ablation, clock.timings)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     plot_results(results, out / "results.png")
-    print_report(results, args, world, out)
+    print_report(results, args, out)
     return results
 
 

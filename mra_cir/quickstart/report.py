@@ -10,11 +10,15 @@ from pathlib import Path
 
 import torch
 
-from .arguments import METHODS, METRIC_KEYS, QuickstartArguments
+from .arguments import QuickstartArguments
+from .benchmarks import BENCHMARK_KEYS, METHODS
 from .stages import EMBED_DIM
 
+#: the benchmark the window ablation is scored on
+ABLATION_BENCHMARK = "cirr_style"
 
-def format_table(rows: dict[str, dict], title: str, keys: Sequence[str] = METRIC_KEYS) -> str:
+
+def format_table(rows: dict[str, dict], title: str, keys: Sequence[str]) -> str:
     """`rows` (name -> {key: number}) as a fixed-width table under `title`; floats with one decimal, ints as they are."""
     width = max(len(name) for name in rows) + 2
     columns = [max(9, len(k) + 2) for k in keys]
@@ -28,53 +32,75 @@ def format_table(rows: dict[str, dict], title: str, keys: Sequence[str] = METRIC
 
 
 def plot_results(results: dict, path: Path) -> None:
-    """Recall@K curves per method (left) and the window ablation (right) -> PNG."""
+    """The CIRR-style benchmark's recall@K per method (left), the CIRCO-style benchmark's mAP@K (middle) and the window
+    ablation on the CIRR-style benchmark (right, when it ran) -> PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    benchmarks = results["benchmarks"]
     ablation = results.get("window_ablation") or {}
-    fig, axes = plt.subplots(1, 2 if ablation else 1, figsize=(11 if ablation else 6, 4), squeeze=False)
+    panels = 3 if ablation else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4), squeeze=False)
     ax = axes[0][0]
     for name in METHODS:
-        curve = results["curves"][name]
+        curve = benchmarks["cirr_style"]["curves"][name]
         ax.plot([int(k) for k in curve], list(curve.values()), marker="o", label=name)
     ax.set_xscale("log")
     ax.set_xlabel("K")
     ax.set_ylabel("Recall@K (%)")
-    ax.set_title(f"synthetic CIR benchmark (seed {results['seed']})")
+    ax.set_title(f"CIRR-style benchmark (seed {results['seed']})")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
+    ax = axes[0][1]
+    keys = BENCHMARK_KEYS["circo_style"]
+    for name in METHODS:
+        values = benchmarks["circo_style"]["methods"][name]
+        ax.plot([int(k.split("@")[1]) for k in keys], [values[k] for k in keys], marker="o", label=name)
+    ax.set_xlabel("K")
+    ax.set_ylabel("mAP@K (%)")
+    ax.set_title("CIRCO-style benchmark")
+    ax.grid(alpha=0.3)
     if ablation:
-        ax = axes[0][1]
+        ax = axes[0][2]
         names = list(ablation)
         x = range(len(names))
-        for offset, key in zip((-0.2, 0.0, 0.2), ("R@1", "R@10", "mAP@10")):
+        for offset, key in zip((-0.2, 0.0, 0.2), ("R@1", "R@10", "Rsubset@1")):
             ax.bar([i + offset for i in x], [ablation[n][key] for n in names], width=0.2, label=key)
         ax.set_xticks(list(x), [f"{n}\n{ablation[n]['window_in_pool']}" for n in names], fontsize=8)
         ax.set_ylabel("%")
-        ax.set_title("mining window ablation (same triplets and steps)")
+        ax.set_title("window ablation, CIRR-style (same triplets and steps)")
         ax.grid(alpha=0.3, axis="y")
-        ax.legend()
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def rounded_metrics(result: dict) -> dict:
-    """The table's metrics of one evaluation, rounded to two decimals."""
-    return {k: round(result[k], 2) for k in METRIC_KEYS}
-
-
 def results_dict(
-    args: QuickstartArguments, evaluations: dict, world, model, stage1: dict, main: dict, ablation: dict, timings: dict
+    args: QuickstartArguments,
+    evaluations: dict,
+    world,
+    model,
+    stage1: dict,
+    main: dict,
+    ablation: dict,
+    timings: dict,
 ) -> dict:
-    """The content of `results.json`: per-method metrics and curves, the settings, stage 1, the triplet build, the
-    window ablation, timings and the environment."""
+    """The content of `results.json`: per benchmark, each method's metrics and recall curve (`benchmarks`: the
+    CIRR-style one first), the settings, stage 1, the triplet build, the window ablation, timings and the
+    environment."""
     return {
-        "methods": {name: rounded_metrics(evaluations[name]) for name in METHODS},
-        "curves": {name: evaluations[name]["curve"] for name in METHODS},
+        "benchmarks": {
+            benchmark: {
+                "methods": {m: {k: evaluations[benchmark][m][k] for k in keys} for m in METHODS},
+                "curves": {m: evaluations[benchmark][m]["curve"] for m in METHODS},
+                "queries": len(world.benchmarks[benchmark][1]),
+                "gallery_size": len(world.benchmarks[benchmark][0]),
+            }
+            for benchmark, keys in BENCHMARK_KEYS.items()
+        },
         "seed": args.seed,
         "settings": {
             **asdict(args),
@@ -89,7 +115,6 @@ def results_dict(
                 "parameters": sum(p.numel() for p in model.parameters()),
             },
             "world": world.settings,
-            "gallery_size": len(world.gallery),
         },
         "stage1": {
             **{k: v for k, v in stage1.items() if k != "arguments"},
@@ -109,15 +134,29 @@ def results_dict(
     }
 
 
-def print_report(results: dict, args: QuickstartArguments, world, out: Path) -> None:
+def benchmark_tables(benchmarks: dict, suffix: str = "") -> str:
+    """The tables of every benchmark (CIRR-style first), titled with their sizes."""
+    titles = {
+        "cirr_style": "CIRR-style benchmark",
+        "circo_style": "CIRCO-style benchmark",
+        "single_edit": "single-edit benchmark (a diagnostic)",
+    }
+    blocks = []
+    for benchmark, keys in BENCHMARK_KEYS.items():
+        entry = benchmarks[benchmark]
+        title = f"{titles[benchmark]} ({entry['queries']} queries, gallery {entry['gallery_size']}{suffix})"
+        blocks.append(format_table(entry["methods"], title, keys=keys))
+    return "\n\n".join(blocks)
+
+
+def print_report(results: dict, args: QuickstartArguments, out: Path) -> None:
     """The tables and the paths of the outputs, on stdout."""
     print()
-    print(format_table(results["methods"], f"Synthetic zero-shot CIR benchmark ({len(world.queries)} queries, "
-                       f"gallery {len(world.gallery)}, seed {args.seed})"))  # fmt: skip
+    print(benchmark_tables(results["benchmarks"], f", seed {args.seed}"))
     if args.ablation:
         print()
-        ablation = results["window_ablation"]
-        print(format_table(ablation, f"Window ablation ({args.num_triplets} triplets, {args.train_steps} steps each)"))
+        title = f"Window ablation on the CIRR-style benchmark ({args.num_triplets} triplets, {args.train_steps} steps)"
+        print(format_table(results["window_ablation"], title, keys=BENCHMARK_KEYS[ABLATION_BENCHMARK]))
     else:
         print("\nwindow ablation: skipped (--fast or --ablation false)")
     print(f"\nresults: {out / 'results.json'}\nplot:    {out / 'results.png'}\nmodel:   {out / 'mra_model'}")
@@ -128,4 +167,4 @@ def _jsonable(data):
     return json.loads(json.dumps(data, default=str))
 
 
-__all__ = ["format_table", "plot_results", "print_report", "results_dict", "rounded_metrics"]
+__all__ = ["ABLATION_BENCHMARK", "benchmark_tables", "format_table", "plot_results", "print_report", "results_dict"]

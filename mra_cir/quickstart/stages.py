@@ -24,21 +24,26 @@ def build_quickstart_world(args: QuickstartArguments):
         args.num_queries,
         args.image_size,
         cache_dir=Path(args.output_dir) / "cache" / "world",
+        cirr_queries=args.cirr_queries,
+        circo_queries=args.circo_queries,
     )
 
 
 def stage1_model_and_processor(args: QuickstartArguments):
     """A random BLIP-2-shaped `MraCirModel` of the run's size and an offline processor whose tokenizer knows every
-    word of the world and of the agent (seeded: the same seed gives the same weights)."""
+    word of the world, of the agent and of the benchmarks' texts (as a pretrained model knows the words of a benchmark
+    it never saw; the phrasings stay held out); seeded: the same seed gives the same weights."""
     from transformers import set_seed
 
-    from mra_cir.dataset_builders.synthetic_world import world_texts
+    from mra_cir.dataset_builders.synthetic_world import benchmark_texts, world_texts
     from mra_cir.dataset_builders.synthetic_world.scene_agent import agent_texts
     from mra_cir.modeling_mra_cir import MraCirModel
     from mra_cir.tiny import offline_processor, tiny_config
 
     set_seed(args.seed)
-    processor = offline_processor(args.image_size, texts=world_texts() + agent_texts(), vocab_size=512)
+    processor = offline_processor(
+        args.image_size, texts=world_texts() + agent_texts() + benchmark_texts(), vocab_size=512
+    )
     config = tiny_config(
         hidden_size=args.hidden_size,
         num_hidden_layers=args.num_layers,

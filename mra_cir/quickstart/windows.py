@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from .arguments import QuickstartArguments
-from .benchmarks import evaluate_single_edit
+from .benchmarks import evaluate_methods
 from .stages import train_mra
 
 
@@ -21,10 +21,12 @@ def train_and_evaluate_window(job: dict) -> dict:
     """Stage 2 and its evaluation for one mining window, from the saved stage-1 model (a worker's unit of work).
 
     `job`: `args` ([`QuickstartArguments`]), `window`, `triplets` (the window's budgeted `datasets.Dataset`),
-    `stage1_dir`, `benchmark_dir` (the exported benchmark), `save_dir` (where the trained model goes, or None).
+    `stage1_dir`, `benchmarks` (benchmark -> exported folder, those to score the trained model on), `save_dir` (where
+    the trained model goes, or None).
 
     Returns:
-        `dict`: `window`, `metrics` (see [`evaluate_single_edit`]), `train` (loss and steps), `seconds`.
+        `dict`: `window`, `metrics` (benchmark -> the `mra_trained` metrics, see [`evaluate_methods`]), `train` (loss
+        and steps), `seconds`.
     """
     from mra_cir.modeling_mra_cir import MraCirModel, MraCirProcessor
 
@@ -36,7 +38,8 @@ def train_and_evaluate_window(job: dict) -> dict:
     processor = MraCirProcessor.from_pretrained(job["stage1_dir"])
     trained, train_metrics = train_mra(args, model, processor, job["triplets"], out / "train" / job["window"])
     cache = out / "cache" / "gallery_features"
-    metrics = evaluate_single_edit(trained, processor, job["benchmark_dir"], cache)["composed"]
+    scores = evaluate_methods(trained, processor, job["benchmarks"], cache, ("mra_trained",))
+    metrics = {benchmark: by_method["mra_trained"] for benchmark, by_method in scores.items()}
     if job["save_dir"] is not None:
         trained.save_pretrained(job["save_dir"])
         processor.save_pretrained(job["save_dir"])

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from mra_cir.quickstart import METHODS, METRIC_KEYS, QuickstartArguments, parse_window, scale_window
+from mra_cir.quickstart import BENCHMARK_KEYS, METHODS, QuickstartArguments, parse_window, scale_window
 
 
 def test_window_scaling():
@@ -29,13 +29,13 @@ def test_stage1_and_baselines_are_reproducible(tmp_path):
     from mra_cir.dataset_builders.synthetic_world import build_world, world_texts
     from mra_cir.dataset_builders.synthetic_world.scene_agent import agent_texts
     from mra_cir.modeling_mra_cir import MraCirModel
-    from mra_cir.quickstart.benchmarks import evaluate_single_edit, export_single_edit
+    from mra_cir.quickstart.benchmarks import evaluate_methods, export_benchmarks
     from mra_cir.tiny import offline_processor, tiny_config
     from mra_cir.trainers.stage1_pretraining import AlignmentArguments, align_image_text
 
-    world = build_world(seed=0, pool_size=40, num_queries=6, cache_dir=tmp_path)
+    world = build_world(seed=0, pool_size=40, num_queries=6, cirr_queries=16, circo_queries=6, cache_dir=tmp_path)
     processor = offline_processor(32, texts=world_texts() + agent_texts(), vocab_size=512)
-    benchmark = export_single_edit(world, tmp_path / "single_edit")
+    folders = export_benchmarks(world, tmp_path / "benchmarks")
 
     def run():
         set_seed(0)
@@ -44,30 +44,64 @@ def test_stage1_and_baselines_are_reproducible(tmp_path):
             model, processor, world.pool["image"], world.pool["caption"],
             AlignmentArguments(max_steps=4, batch_size=16, seed=0), show_progress=False,
         )  # fmt: skip
-        scores = evaluate_single_edit(model, processor, benchmark, tmp_path / "cache", ("image", "text", "composed"))
-        return summary, scores
+        baselines = ("image_only", "text_only", "image_text_fusion", "composed_untrained")
+        return summary, evaluate_methods(model, processor, folders, tmp_path / "cache", baselines)
 
     (s1, r1), (s2, r2) = run(), run()
     assert s1["final_loss"] == s2["final_loss"] and s1["final_loss"] != s1["first_loss"]
     assert r1 == r2
-    assert set(r1) == {"image", "text", "composed"} and all(0 <= r1[m]["R@10"] <= 100 for m in r1)
+    assert list(r1) == list(BENCHMARK_KEYS)
+    for benchmark, keys in BENCHMARK_KEYS.items():
+        assert set(r1[benchmark]) == set(METHODS) - {"mra_trained"}
+        assert all(0 <= r1[benchmark][m][k] <= 100 for m in r1[benchmark] for k in keys)
 
 
-def test_fast_quickstart_improves_over_untrained(tmp_path):
-    """The CI check: `quickstart --fast` trains through the real builder and trainer and beats the untrained query."""
+def test_fast_quickstart_mra_beats_every_baseline(tmp_path):
+    """The CI check: `quickstart --fast` (seed 0) trains through the real builder and trainer, scores the world's three
+    benchmarks with the real evaluators, and the MRA-trained query beats every baseline on the CIRR-style benchmark at
+    R@10 and on the CIRCO-style one at mAP@10 (CPU runs are deterministic for a seed)."""
     from mra_cir.commands.quickstart import main
 
     torch.set_num_threads(1)
     assert main(["--fast", "--output_dir", str(tmp_path), "--show_progress", "false"]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
-    assert set(results["methods"]) == set(METHODS)
-    for name in METHODS:
-        assert set(results["methods"][name]) == set(METRIC_KEYS)
-    assert results["methods"]["mra_trained"]["R@10"] > results["methods"]["composed_untrained"]["R@10"]
-    assert results["triplets"]["budget_per_window"] >= 64
+    assert list(results["benchmarks"]) == list(BENCHMARK_KEYS)
+    for benchmark, keys in BENCHMARK_KEYS.items():
+        methods = results["benchmarks"][benchmark]["methods"]
+        assert list(methods) == list(METHODS)
+        assert all(set(methods[m]) == set(keys) for m in METHODS)
+    cirr = results["benchmarks"]["cirr_style"]["methods"]
+    circo = results["benchmarks"]["circo_style"]["methods"]
+    for baseline in METHODS[:-1]:
+        assert cirr["mra_trained"]["R@10"] > cirr[baseline]["R@10"], baseline
+        assert circo["mra_trained"]["mAP@10"] > circo[baseline]["mAP@10"], baseline
+    assert results["triplets"]["budget_per_window"] == QuickstartArguments(fast=True).num_triplets
     assert (tmp_path / "results.png").stat().st_size > 1000
     assert results["window_ablation"] == {} and "skipped" in results["window_ablation_note"]
     assert QuickstartArguments(fast=True).pool_size == results["settings"]["pool_size"]
+    for name in ("cirr_style", "circo_style", "single_edit"):  # the exported benchmarks, re-scorable by the CLI
+        assert (tmp_path / "benchmarks" / name).is_dir()
+
+
+def test_seeds_table_means_spreads_and_margins(tmp_path):
+    """`--seeds`: mean, sample std and the MRA margin over the best baseline, from per-seed results (hand-checked)."""
+    from mra_cir.quickstart.seeds import markdown, summarize
+
+    def run(shift: float) -> dict:
+        benchmarks = {}
+        for benchmark, keys in BENCHMARK_KEYS.items():
+            rank = {m: i for i, m in enumerate(METHODS)}  # mra_trained last, so highest
+            benchmarks[benchmark] = {"methods": {m: {k: rank[m] + shift for k in keys} for m in METHODS}}
+        return {"benchmarks": benchmarks}
+
+    summary = summarize({0: run(0.0), 1: run(1.0), 2: run(2.0)})
+    cell = summary["table"]["cirr_style"]["mra_trained"]["R@1"]
+    assert cell == {"mean": 5.0, "std": 1.0}  # values 4, 5, 6
+    margin = summary["margins"]["cirr_style/R@1"]
+    assert margin["best_baseline"] == "composed_untrained" and margin["margin"] == 1.0 and margin["spread"] == 1.0
+    assert margin["margin_exceeds_spread"] is False and margin["wins_on_every_seed"] is True
+    table = markdown(summary, fast=True)
+    assert "`mra-cir quickstart --fast --seeds 0 1 2`" in table and "| **mra trained** | **5.0 ± 1.0**" in table
 
 
 @pytest.mark.parametrize(
@@ -79,6 +113,7 @@ def test_fast_quickstart_improves_over_untrained(tmp_path):
         ({"qformer_layers": 0}, "qformer_layers"),
         ({"stage1_batch_size": 1}, "stage1_batch_size"),
         ({"stage1_itg_weight": -1.0}, "stage1_itg_weight"),
+        ({"seeds": [1, 1]}, "--seeds"),
     ],
 )
 def test_stand_in_options_are_validated(options, message):
@@ -116,6 +151,7 @@ def test_stand_in_options_reach_the_model(tmp_path):
     torch.set_num_threads(1)
     options = ["--pool_size", "40", "--num_queries", "6", "--stage1_steps", "3", "--train_steps", "2", "--batch_size", "8",
                "--num_triplets", "16", "--ablation", "false", "--show_progress", "false", "--qformer_layers", "3",
+               "--cirr_queries", "16", "--circo_queries", "6",
                "--stage1_corpus_size", "64", "--stage1_edit_pairs", "true", "--stage1_itm_weight", "0",
                "--stage1_itg_weight", "0.5", "--stage1_batch_size", "16"]  # fmt: skip
     assert main([*options, "--output_dir", str(tmp_path)]) == 0
@@ -135,7 +171,7 @@ def test_window_workers_do_not_change_the_results(tmp_path):
     torch.set_num_threads(1)
     options = ["--pool_size", "40", "--num_queries", "6", "--stage1_steps", "3", "--train_steps", "3", "--batch_size", "8",
                "--num_triplets", "16", "--ablation", "true", "--show_progress", "false", "--window_reference_pool_size",
-               "40"]  # fmt: skip
+               "40", "--cirr_queries", "16", "--circo_queries", "6"]  # fmt: skip
     tables = {}
     for workers in (1, 2):
         out = tmp_path / f"w{workers}"
@@ -143,8 +179,9 @@ def test_window_workers_do_not_change_the_results(tmp_path):
         results = json.loads((out / "results.json").read_text())
         assert results["environment"]["window_workers"] == workers
         assert (out / "mra_model" / "config.json").exists()
-        tables[workers] = (results["methods"], results["window_ablation"])
+        tables[workers] = (results["benchmarks"], results["window_ablation"])
     assert tables[1] == tables[2]
-    assert list(tables[2][1]) == ["51,60", "1,1", "11,20", "91,100", "random"]
+    assert list(tables[2][1]) == ["51,60", "1,1", "11,20", "31,40", "91,100", "random"]
+    assert set(tables[2][1]["31,40"]) >= set(BENCHMARK_KEYS["cirr_style"])  # scored on the CIRR-style benchmark
     with pytest.raises(ValueError, match="window_workers"):
         QuickstartArguments(window_workers=0)

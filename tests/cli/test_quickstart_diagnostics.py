@@ -41,10 +41,11 @@ def test_diagnostics_agree_with_the_run(tmp_path):
 
     torch.set_num_threads(1)
     options = ["--pool_size", "60", "--num_queries", "12", "--stage1_steps", "30", "--train_steps", "10",
-               "--batch_size", "16", "--num_triplets", "32", "--ablation", "false", "--show_progress", "false"]  # fmt: skip
+               "--batch_size", "16", "--num_triplets", "32", "--ablation", "false", "--show_progress", "false",
+               "--cirr_queries", "16", "--circo_queries", "6"]  # fmt: skip
     assert quickstart([*options, "--output_dir", str(tmp_path)]) == 0
     assert diagnostics(["--output-dir", str(tmp_path), "--seed", "3"]) == 0
-    results = json.loads((tmp_path / "results.json").read_text())["methods"]
+    results = json.loads((tmp_path / "results.json").read_text())["benchmarks"]["single_edit"]["methods"]
     report = json.loads((tmp_path / "diagnostics.json").read_text())
     assert report["queries"] == 12 and list(report["models"]) == ["stage1_model", "mra_model"]
     pairs = {("stage1_model", "image"): "image_only", ("stage1_model", "composed"): "composed_untrained",

@@ -108,3 +108,30 @@ def test_openai_payload_has_data_urls_and_max_tokens(agent_images):
     assert [part["type"] for part in parts] == ["image_url", "image_url", "text"]
     assert parts[0]["image_url"]["url"].startswith("data:image/png;base64,")
     assert body["max_tokens"] == 17 and body["temperature"] == 0.0
+
+
+def test_openai_one_request_timing_out_is_a_failed_item_not_an_outage(agent_images):
+    keys = {servers.request_key(OpenAIAgent("m", "x").payload(OpenAIAgent("m", "x").caption_request(agent_images[2])))}
+    policy = lambda step, images, attempt: "timeout" if (step, images) in keys else "ok"  # noqa: E731
+    with servers.FakeAgentServer(policy=policy, hang=4.0) as server:
+        agent = OpenAIAgent("m", server.url, max_retries=1, backoff=0.01, timeout=1.0, max_concurrency=2)
+        answers = agent.caption(agent_images[:4])
+        assert [a is None for a in answers] == [False, False, True, False]
+        assert agent.failures == {"timeout": 1} and agent.http_stats["timeout"] == 2 and server.probes >= 1
+        # the kept-alive client serves the next call too
+        assert agent.caption(agent_images[4:]) == [
+            servers.fake_answer("caption", (img.sha256,)) for img in agent_images[4:]
+        ]
+        agent.close()
+
+
+def test_openai_malformed_answers_are_retried_then_counted(agent_images):
+    with servers.FakeAgentServer(policy=lambda step, images, attempt: "malformed" if attempt == 0 else "ok") as server:
+        agent = OpenAIAgent("m", server.url, max_retries=1, backoff=0.01)
+        assert agent.caption(agent_images[:2]) == [
+            servers.fake_answer("caption", (i.sha256,)) for i in agent_images[:2]
+        ]
+        assert agent.http_stats["bad_response"] == 2 and not agent.failures
+    with servers.FakeAgentServer(policy=lambda step, images, attempt: "malformed") as server:
+        agent = OpenAIAgent("m", server.url, max_retries=1, backoff=0.01)
+        assert agent.caption(agent_images[:1]) == [None] and agent.failures == {"bad_response": 1}

@@ -142,3 +142,54 @@ def test_prompts_override_needs_new_version():
     with pytest.raises(ValueError, match="placeholders"):
         prompts.override(version="v2", modify="no placeholders here")
     assert prompts.override(version="v2", caption="Describe.").caption == "Describe."
+
+
+def test_response_key_covers_the_backends_answer_changing_settings(tmp_path):
+    from mra_cir.dataset_builders.agents.openai_backend import OpenAIAgent
+
+    base = ("openai", "m", "v1", "modify", "prompt", ["a", "b"], 64)
+    greedy = OpenAIAgent("m", "http://127.0.0.1:1/v1").cache_settings()
+    sampled = OpenAIAgent("m", "http://127.0.0.1:1/v1", temperature=0.7).cache_settings()
+    seeded = OpenAIAgent("m", "http://127.0.0.1:1/v1", extra_body={"seed": 1}).cache_settings()
+    keys = {response_key(*base, settings) for settings in (greedy, sampled, seeded)}
+    assert len(keys) == 3 and response_key(*base, greedy) == response_key(*base, dict(greedy))
+    # the same answers are found again through CachedAgent only with the same settings
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    first = CachedAgent(CountingAgent(), cache)
+    first.caption(_images(2))
+
+    class Sampling(CountingAgent):
+        def cache_settings(self):
+            return {"temperature": 0.7}
+
+    other = Sampling()
+    CachedAgent(other, cache).caption(_images(2))
+    assert other.asked == ["im0", "im1"]
+
+
+def test_content_hashes_are_computed_once_and_follow_edits(tmp_path):
+    import os
+    import time
+
+    from mra_cir.dataset_builders.agents.base import file_sha256
+    from mra_cir.dataset_builders.agents.content_hashes import ContentHashes
+
+    path = tmp_path / "a.bin"
+    path.write_bytes(b"x" * 100)
+    old = time.time() - 10
+    os.utime(path, (old, old))  # older than the racy window
+    memo = ContentHashes(tmp_path / "memo.sqlite")
+    assert memo.sha256(path) == file_sha256(path) and memo.hashed == 1
+    again = ContentHashes(tmp_path / "memo.sqlite")  # persistent: a new process reads the memo
+    assert again.sha256(path) == file_sha256(path) and again.hashed == 0
+    path.write_bytes(b"y" * 100)  # same size, new contents (and mtime)
+    os.utime(path, (old + 1, old + 1))
+    assert again.sha256(path) == file_sha256(path) and again.hashed == 1
+    # a file written just now is hashed again on each look-up until its mtime is older than the racy window
+    fresh = tmp_path / "fresh.bin"
+    fresh.write_bytes(b"z")
+    memo.sha256(fresh)
+    memo.sha256(fresh)
+    assert memo.hashed == 3
+    with pytest.raises(FileNotFoundError):
+        memo.sha256(tmp_path / "missing.bin")

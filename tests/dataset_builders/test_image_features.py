@@ -111,3 +111,40 @@ def test_dataset_input_with_corrupt_row(tiny_model, tiny_processor, image_folder
         extract_image_features(tiny_model, tiny_processor, ds.rename_column("image", "img"), show_progress=False)
     with pytest.raises(ValueError, match="ids"):
         extract_image_features(tiny_model, tiny_processor, paths, ids=["a"], show_progress=False)
+
+
+def test_reuse_shards_embeds_only_changed_shards_and_broken_links_are_skipped(
+    tiny_model, tiny_processor, image_folder, tmp_path
+):
+    from mra_cir.dataset_builders.agents.content_hashes import ContentHashes
+
+    (image_folder / "zz_gone.png").symlink_to(tmp_path / "deleted.png")
+    out_dir, memo = tmp_path / "f", ContentHashes(tmp_path / "memo.sqlite")
+    kwargs = dict(batch_size=2, shard_size=4, show_progress=False, reuse_shards=True, content_hashes=memo)
+    first = extract_image_features(tiny_model, tiny_processor, image_folder, out_dir, **kwargs)
+    assert first.skipped == [("zz_gone.png", first.skipped[0][1])] and "broken symbolic link" in first.skipped[0][1]
+    random_image(100).save(image_folder / "img_005.png")  # shard 1 of 3 changes
+    counting = _Wrapped(tiny_model)
+    second = extract_image_features(counting, tiny_processor, image_folder, out_dir, **kwargs)
+    assert counting.images == 4  # one shard of 4 images, not 12
+    fresh = extract_image_features(tiny_model, tiny_processor, image_folder, batch_size=3, show_progress=False)
+    assert second.ids == fresh.ids and second.skipped == fresh.skipped
+    torch.testing.assert_close(second.features, fresh.features, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(second.features[5], first.features[5])
+    with pytest.raises(ValueError, match="reuse_shards=True"):  # without it, other inputs are still refused
+        random_image(101).save(image_folder / "img_000.png")
+        extract_image_features(
+            tiny_model, tiny_processor, image_folder, out_dir, batch_size=2, shard_size=4, show_progress=False
+        )
+
+
+def test_truncated_zero_byte_and_non_image_files_are_skipped_with_reasons(tiny_model, tiny_processor, image_folder):
+    data = (image_folder / "img_000.png").read_bytes()
+    (image_folder / "truncated.png").write_bytes(data[: len(data) // 2])
+    (image_folder / "empty.png").write_bytes(b"")
+    (image_folder / "notes.jpg").write_text("not an image at all")
+    out = extract_image_features(tiny_model, tiny_processor, image_folder, batch_size=4, show_progress=False)
+    skipped = dict(out.skipped)
+    assert sorted(skipped) == ["empty.png", "notes.jpg", "truncated.png"] and len(out.ids) == 12
+    assert all(reason.startswith("undecodable: ") for reason in skipped.values())
+    assert "truncated" in skipped["truncated.png"].lower() or "broken" in skipped["truncated.png"].lower()

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -50,10 +49,13 @@ def images(tmp_path_factory) -> Path:
     return folder
 
 
-def _builder(root: Path, images, embedding_model, agent_model, agent="transformers", agent_cache=None, **kwargs):
+def _builder(
+    root: Path, images, embedding_model, agent_model, agent="transformers", agent_cache=None, options=None, **kwargs
+):
     return MraTriplets(
         cache_dir=str(root / "cache"),
         agent_cache=str(agent_cache or root / "agent.sqlite"),
+        agent_options=options,
         show_progress=False,
         images=str(images),
         embedding_model=str(embedding_model),
@@ -141,15 +143,8 @@ def server(tiny_vlm, tmp_path_factory):
 
 
 def _openai_builder(root, images, embedding_model, tiny_vlm, url, agent_cache):
-    builder = _builder(root, images, embedding_model, tiny_vlm, agent="openai", agent_cache=agent_cache)
-    builder.agent_options = {
-        "base_urls": [url],
-        "max_concurrency": 2,
-        "batch_size": 2,
-        "max_retries": 1,
-        "backoff": 0.05,
-    }
-    return builder
+    options = {"base_urls": [url], "max_concurrency": 2, "batch_size": 2, "max_retries": 1, "backoff": 0.05}
+    return _builder(root, images, embedding_model, tiny_vlm, agent="openai", agent_cache=agent_cache, options=options)
 
 
 def _wait_for_rows(cache_path: Path, step: str, count: int, timeout: float = 60.0) -> None:
@@ -164,18 +159,38 @@ def _wait_for_rows(cache_path: Path, step: str, count: int, timeout: float = 60.
 def test_openai_build_server_stopped_mid_run_then_resume(
     server, tmp_path, images, embedding_model, tiny_vlm, first_build
 ):
+    from mra_cir.dataset_builders.agents.openai_backend import OpenAIAgent
+
+    class StoppingAgent(OpenAIAgent):
+        """Stops `transformers serve` right after the second modification text came back: mid-run whatever the
+        machine's load (a thread polling the cache could miss a build this fast)."""
+
+        modify_answers = 0
+
+        def complete_stream(self, requests):
+            for index, answer in super().complete_stream(requests):
+                yield index, answer
+                if len(requests[index].images) == 2:
+                    StoppingAgent.modify_answers += 1
+                    if StoppingAgent.modify_answers == 2:
+                        server.stop()
+
     cache_path = tmp_path / "agent.sqlite"
-    stopper = threading.Thread(target=lambda: (_wait_for_rows(cache_path, "modify", 2), server.stop()))
-    stopper.start()
-    with pytest.raises(AgentUnavailableError, match="re-run to resume"):
-        _openai_builder(
-            tmp_path / "x", images, embedding_model, tiny_vlm, server.url, cache_path
-        ).download_and_prepare()
-    stopper.join()
+    agent = StoppingAgent(
+        str(tiny_vlm), [server.url], max_concurrency=2, batch_size=2, max_retries=1, backoff=0.05, max_new_tokens=8
+    )
+    try:
+        with pytest.raises(AgentUnavailableError, match="re-run to resume"):
+            _builder(
+                tmp_path / "x", images, embedding_model, tiny_vlm, agent="openai", agent_cache=cache_path,
+                agent_backend=agent,
+            ).download_and_prepare()  # fmt: skip
+    finally:
+        if server.process is None:
+            server.start()  # the next tests use the server
     done = ResponseCache(cache_path).count_by_step()
     assert done["caption"] == NUM_IMAGES and 2 <= done.get("modify", 0) < first_build[3]["pairs_mined"]
 
-    server.start()
     builder = _openai_builder(tmp_path / "y", images, embedding_model, tiny_vlm, server.url, cache_path)
     builder.download_and_prepare()
     summary = builder.build_summary()

@@ -198,7 +198,8 @@ def test_train_script_from_yaml(tmp_path):
         (ModelArguments, DataArguments, MraCirTrainingArguments)
     ).parse_dict(paper)
     assert model_args.model_name_or_path == "Salesforce/blip2-itm-vit-g" and args.learning_rate == 1e-5
-    assert args.eval_benchmarks_list == ["fashioniq", "cirr", "circo"] and args.qformer_training == "full"
+    # zero-shot: benchmarks are optional monitoring, off in the recipe (tests/trainers/test_zero_shot_recipe.py)
+    assert args.eval_benchmarks_list == [] and args.triplet_holdout == 0.02 and args.qformer_training == "full"
     config = tmp_path / "run.yaml"
     config.write_text(
         f"model_name_or_path: tiny\ntrain_dataset: 'toy:8'\ndataset_name: toy-set\noutput_dir: {tmp_path / 'out'}\n"

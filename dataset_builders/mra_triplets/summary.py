@@ -1,0 +1,100 @@
+"""What a triplet build did, read back from the statistics it wrote, and when it counts as complete.
+
+A build is **complete** when every mined pair has an answer or a counted, final rejection (a filtered text: empty,
+refusal, image leak, ...). A pair whose caption, modification or verification *request* failed (time-out, 5xx,
+unreachable, malformed answer: the backend returned nothing) is **failed**: it is not a rejection, the response cache
+does not store it, and the build stays incomplete, so the next run asks exactly those requests again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+
+class IncompleteBuildError(RuntimeError):
+    """Some pairs have no answer yet because agent requests failed; the dataset was not written (so the next run of
+    the same build is not taken for a finished one), the answers received are cached, and re-running asks only the
+    failed requests.
+
+    Attributes:
+        summary (`dict`): the build statistics (`pairs_failed`, `failed_by_step`, `failure_reasons`, ...).
+    """
+
+    def __init__(self, summary: dict):
+        self.summary = summary
+        super().__init__(incomplete_message(summary))
+
+
+def incomplete_message(summary: dict) -> str:
+    """One line: how many pairs failed at which step and why, and that a re-run asks only those."""
+    steps = summary.get("failed_by_step") or {}
+    parts = []
+    if summary.get("captions_failed"):
+        parts.append(f"{summary['captions_failed']} caption request(s) failed, blocking {steps.get('caption', 0)}")
+    for step in ("modify", "verify"):
+        if steps.get(step):
+            parts.append(f"{step}: {steps[step]}")
+    reasons = ", ".join(f"{k}={v}" for k, v in sorted((summary.get("failure_reasons") or {}).items()))
+    return (
+        f"build incomplete: {summary['pairs_failed']} of {summary['pairs_mined']} pairs have no answer yet "
+        f"({'; '.join(parts) or 'agent requests failed'}{'; reasons: ' + reasons if reasons else ''}); "
+        f"{summary['agent_answers_cached']} answers are cached: run the same build again to ask only the failed ones"
+    )
+
+
+def read_build_summary(stats_dir: Path, prepared_in_this_run: bool, answers_cached: int = 0) -> dict:
+    """The summary of the last preparation whose statistics are in `stats_dir` (see `MraTriplets.build_summary`)."""
+    prepare_path = stats_dir / "prepare.json"
+    if not prepare_path.exists():
+        raise FileNotFoundError(f"{prepare_path}: no statistics; run download_and_prepare first")
+    prepare = json.loads(prepare_path.read_text())
+    rejected: Counter = Counter(prepare["captions"]["rejected"])
+    calls: Counter = Counter()
+    by_step: Counter = Counter()
+    reasons: Counter = Counter()
+    failed_by_step: Counter = Counter()
+
+    def add_agent(agent: dict) -> None:
+        calls.update({"calls": agent["calls"], "cached": agent["cached"], "failed": agent["failed"]})
+        by_step.update(agent.get("calls_by_step") or {})
+        reasons.update(agent.get("failure_reasons") or {})
+
+    add_agent(prepare["agent"]["caption"])
+    kept = pairs = 0
+    for path in sorted(stats_dir.glob("shard-*.json")):
+        shard = json.loads(path.read_text())
+        kept += shard["kept"]
+        pairs += shard["pairs"]
+        rejected.update(shard["rejected"])
+        failed_by_step.update(shard.get("failed") or {})
+        add_agent(shard["agent"])
+    captions_failed = prepare["captions"].get("failed", 0)
+    pairs_failed = sum(failed_by_step.values())
+    return {
+        "prepared_in_this_run": prepared_in_this_run,
+        "complete": pairs_failed == 0 and captions_failed == 0 and pairs == prepare["pairs_mined"],
+        "images_found": prepare["images_found"],
+        "images_embedded": prepare["images_embedded"],
+        "images_skipped": len(prepare["skipped"]),
+        "skipped": prepare["skipped"],
+        "duplicates": len(prepare["duplicates"]),
+        "pairs_mined": prepare["pairs_mined"],
+        "pairs_generated": pairs,
+        "pairs_failed": pairs_failed,
+        "failed_by_step": dict(failed_by_step),
+        "captions_failed": captions_failed,
+        "failure_reasons": dict(sorted(reasons.items())),
+        "too_few_candidates": prepare["too_few_candidates"],
+        "agent_calls": calls["calls"],
+        "agent_cached": calls["cached"],
+        "agent_failed": calls["failed"],
+        "agent_calls_by_step": dict(by_step),
+        "agent_answers_cached": answers_cached,
+        "rejected": dict(sorted(rejected.items())),
+        "triplets": kept,
+    }
+
+
+__all__ = ["IncompleteBuildError", "incomplete_message", "read_build_summary"]
