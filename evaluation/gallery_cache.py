@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from mra_cir.modeling_mra_cir.retrieval import model_fingerprint, rgb
+from mra_cir.modeling_mra_cir.retrieval import encode_vision_outputs, model_fingerprint
 
 VISION_CACHE_DTYPES = ("float32", "bfloat16", "float16")
 
@@ -65,21 +65,7 @@ class _Rows(torch.utils.data.Dataset):
 def vision_outputs(model, processor, images, batch_size: int, num_workers: int, dtype: str) -> torch.Tensor:
     """The frozen ViT's outputs `(N, 1 + patches, vision_hidden)` of `images` (decoded and preprocessed by
     `DataLoader` workers), stored as `dtype` on the CPU."""
-    device = next(model.parameters()).device
-    model_dtype = next(model.vision_model.parameters()).dtype
-
-    def collate(rows):
-        return processor(images=[rgb(image) for image in rows], return_tensors="pt")["pixel_values"]
-
-    loader = torch.utils.data.DataLoader(
-        _Rows(images), batch_size=batch_size, num_workers=num_workers, collate_fn=collate
-    )
-    out = []
-    with torch.no_grad():
-        for pixel_values in loader:
-            vision = model.get_vision_outputs(pixel_values.to(device=device, dtype=model_dtype))
-            out.append(vision.to(getattr(torch, dtype)).cpu())
-    return torch.cat(out)
+    return encode_vision_outputs(model, processor, images, batch_size, num_workers, output_dtype=getattr(torch, dtype))
 
 
 def features_from_vision_cache(

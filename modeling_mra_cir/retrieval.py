@@ -14,6 +14,7 @@
     and scored with the same max-sim as every other method).
 
 - [`rank_gallery`] encodes the queries and searches a [`GalleryIndex`] (exact blocked top-k, max over token pairs).
+- [`encode_vision_outputs`] runs the frozen ViT alone, in the same batches, for the caches of its outputs.
 
 Example:
 
@@ -118,6 +119,35 @@ class _EvalMode:
     def __exit__(self, *exc):
         if self.training:
             self.model.train(True)
+
+
+@torch.no_grad()
+def encode_vision_outputs(
+    model,
+    processor,
+    images: Sequence,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    show_progress: bool = False,
+    desc: str = "encoding images (ViT)",
+    output_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """The frozen ViT's outputs `(N, 1 + patches, vision_hidden)` of `images`, in order, on the CPU: what the
+    Q-Former cross-attends to, cached by the trainer and the evaluators while the ViT stays frozen.
+
+    Arguments as in [`encode_images`]; `output_dtype` defaults to the model's (`torch.bfloat16` halves a cache).
+    """
+    device, dtype = _device_dtype(model.vision_model)
+
+    def collate(rows):
+        return processor(images=[rgb(image) for (image,) in rows], return_tensors="pt")["pixel_values"]
+
+    chunks = []
+    with _EvalMode(model):
+        for pixel_values in _batches((images,), batch_size, num_workers, collate, desc, show_progress):
+            outputs = model.get_vision_outputs(pixel_values.to(device=device, dtype=dtype))
+            chunks.append(outputs.to(output_dtype or outputs.dtype).cpu())
+    return torch.cat(chunks)
 
 
 @torch.no_grad()
@@ -299,4 +329,13 @@ def rank_gallery(
     return Ranking(ids, scores, queries)
 
 
-__all__ = ["QUERY_MODES", "Ranking", "encode_images", "encode_queries", "model_fingerprint", "rank_gallery", "rgb"]
+__all__ = [
+    "QUERY_MODES",
+    "Ranking",
+    "encode_images",
+    "encode_queries",
+    "encode_vision_outputs",
+    "model_fingerprint",
+    "rank_gallery",
+    "rgb",
+]

@@ -16,9 +16,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
-from mra_cir.modeling_mra_cir.retrieval import model_fingerprint, rgb
+from mra_cir.modeling_mra_cir.retrieval import encode_vision_outputs, model_fingerprint
 
 CACHE_FILE = "vit_outputs.safetensors"
 META_FILE = "vit_outputs.json"
@@ -118,7 +117,7 @@ class VitOutputCache:
             processor ([`MraCirProcessor`]): its image processor makes the pixel values.
             dataset (`datasets.Dataset`): triplet rows; `image_columns` pairs each image column with its id column.
             batch_size (`int`, defaults to 64): images per ViT forward.
-            device (*optional*): where the ViT runs (default: the model's device).
+            device (*optional*): ignored; the ViT runs where the model is.
         """
         base = getattr(model, "get_base_model", lambda: model)()
         fingerprint = vision_fingerprint(base)
@@ -138,24 +137,13 @@ class VitOutputCache:
                     todo[key] = (image_col, row)
         if not todo:
             return self
-        device = device or next(base.parameters()).device
-        was_training = base.training
-        base.eval()
         items = list(todo.items())
         columns = {col: dataset.select_columns([col]) for col, _ in image_columns}
-        try:
-            bar = tqdm(total=len(items), desc="caching ViT outputs", unit="img", disable=not show_progress)
-            for start in range(0, len(items), batch_size):
-                chunk = items[start : start + batch_size]
-                images = [rgb(columns[col][row][col]) for _, (col, row) in chunk]
-                pixels = processor.image_processor(images, return_tensors="pt")["pixel_values"]
-                dtype = base.vision_model.embeddings.patch_embedding.weight.dtype
-                embeds = base.get_vision_outputs(pixels.to(device=device, dtype=dtype))
-                self.add([image_id for image_id, _ in chunk], embeds)
-                bar.update(len(chunk))
-            bar.close()
-        finally:
-            base.train(was_training)
+        images = _TodoImages(items, columns)
+        embeds = encode_vision_outputs(
+            base, processor, images, batch_size, show_progress=show_progress, desc="caching ViT outputs"
+        )
+        self.add([image_id for image_id, _ in items], embeds)
         return self
 
     # ------------------------------------------------------------------------------------------------- persistence
@@ -190,6 +178,20 @@ class VitOutputCache:
         if len(cache._index) != data.shape[0]:
             raise ValueError(f"{directory / META_FILE} lists {len(cache._index)} ids for {data.shape[0]} outputs")
         return cache
+
+
+class _TodoImages:
+    """The images of `(id, (column, row))` items, decoded when read (a lazily decoding sequence)."""
+
+    def __init__(self, items: list, columns: dict):
+        self.items, self.columns = items, columns
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        _, (column, row) = self.items[i]
+        return self.columns[column][row][column]
 
 
 __all__ = ["VitOutputCache", "vision_fingerprint"]
