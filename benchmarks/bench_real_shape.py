@@ -8,7 +8,7 @@ the reference model, not copied), `peak_cuda_gib` on a GPU, `max_abs_diff` of im
 transformers' modules and `equal` (all within `--atol`). The reference ratio of the other benchmarks is
 `features_equal`: same outputs as transformers at the shape the paper uses.
 
-    python benchmarks/bench_real_shape.py                       # ViT-g (1.2 B parameters) on the CPU: minutes, ~10 GiB
+    python benchmarks/bench_real_shape.py                       # ViT-g (1.2 B parameters) on the CPU: ~6 min, ~6 GiB
     python benchmarks/bench_real_shape.py --device cuda --dtype bfloat16 --batch-size 64 --repeats 5
     python benchmarks/bench_real_shape.py --small               # a tiny config (smoke test of the script)
 """

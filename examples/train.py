@@ -1,7 +1,8 @@
 """Fine-tune an MRA-CIR model on MRA triplets (max-sim InfoNCE; full Q-Former or LoRA; DDP with gathered negatives).
 
-Every option is a field of `ModelArguments`, `DataArguments` (trainers/train_script.py) or `MraCirTrainingArguments`
-(trainers/mra_cir_config.py); `--help` lists them. A single `.yaml` argument is read as a config file.
+Every option is a field of `ModelArguments`, `DataArguments` (mra_cir/commands/train.py, the code of `mra-cir train`)
+or `MraCirTrainingArguments` (trainers/training_args.py); `--help` lists them. A single `.yaml` argument is read as a
+config file.
 
 ```bash
 python examples/train.py examples/configs/train_synthetic_cpu.yaml

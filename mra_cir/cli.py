@@ -12,6 +12,10 @@ import sys
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "quickstart": ("mra_cir.commands.quickstart", "The offline synthetic world, end to end (the README's main job)."),
+    "pretrain-stand-in": (
+        "mra_cir.commands.pretrain_stand_in",
+        "Pretrain the offline stand-in for BLIP-2 that the quickstart ships and loads.",
+    ),
     "quickstart-diagnostics": (
         "mra_cir.commands.quickstart_diagnostics",
         "Input ablations and top-1 kinds of a finished quickstart run.",

@@ -12,6 +12,25 @@ from mra_cir.modeling_mra_cir.retrieval import rgb
 
 from .vit_cache import VitOutputCache
 
+#: the tokenizer's ids that the model config records (transformers' Trainer aligns the config with them)
+SPECIAL_TOKEN_IDS = ("pad_token_id", "bos_token_id", "eos_token_id")
+
+
+def record_special_token_ids(config, processing_class) -> dict[str, int]:
+    """Write the tokenizer's pad / bos / eos ids into `config` (the ids the model is trained with), so that the saved
+    config states them and `Trainer` has nothing to realign (it warns when it must). Returns the ids written.
+
+    Args:
+        config ([`MraCirConfig`]): the model's configuration, changed in place.
+        processing_class ([`MraCirProcessor`] or a tokenizer): where the ids come from (`processor.tokenizer`).
+    """
+    tokenizer = getattr(processing_class, "tokenizer", processing_class)
+    ids = {name: getattr(tokenizer, name, None) for name in SPECIAL_TOKEN_IDS}
+    ids = {name: value for name, value in ids.items() if isinstance(value, int)}
+    for name, value in ids.items():
+        setattr(config, name, value)
+    return ids
+
 
 class MraCirCollator:
     r"""

@@ -20,13 +20,20 @@ import torch
 from torch.utils.data import Sampler
 
 
-def no_duplicate_order(target_ids: Sequence, group_size: int, seed: int = 0) -> tuple[list[int], int]:
+def no_duplicate_order(
+    target_ids: Sequence, group_size: int, seed: int = 0, reference_ids: Sequence | None = None
+) -> tuple[list[int], int]:
     """A random permutation of `range(len(target_ids))` whose consecutive groups of `group_size` have distinct ids.
 
     Greedy, then repaired: indices are taken in a seeded random order; one whose target is already in the group being
     filled waits in a queue and goes into a later group. Repeats left at the end (when only a few targets remain)
     are swapped with items of other groups; a repeat stays only when no swap removes it (a target that occurs more
     often than there are groups).
+
+    Args:
+        reference_ids (`Sequence`, *optional*): the reference id of each row; when given, the seeded random order
+            moves whole references (the rows of one reference stay consecutive), so a reference's triplets share a
+            batch unless a repeated target or the batch's end splits them.
 
     Returns:
         `(order, duplicates)`: the order (every index exactly once) and the number of unavoidable duplicates placed.
@@ -35,7 +42,14 @@ def no_duplicate_order(target_ids: Sequence, group_size: int, seed: int = 0) -> 
         raise ValueError(f"group_size must be >= 1, got {group_size}")
     n = len(target_ids)
     generator = torch.Generator().manual_seed(seed)
-    fresh = torch.randperm(n, generator=generator).tolist()
+    if reference_ids is None:
+        fresh = torch.randperm(n, generator=generator).tolist()
+    else:
+        rows: dict = {}
+        for i, reference in enumerate(reference_ids):
+            rows.setdefault(reference, []).append(i)
+        units = list(rows.values())
+        fresh = [i for u in torch.randperm(len(units), generator=generator).tolist() for i in units[u]]
     waiting: list[int] = []
     groups: list[list[int]] = []
     pos = 0
@@ -107,14 +121,23 @@ class NoDuplicateTargetSampler(Sampler[int]):
         per_device_batch_size (`int`): Trainer's `per_device_train_batch_size`.
         world_size (`int`, defaults to 1): number of data-parallel processes (negatives are gathered across them).
         seed (`int`, defaults to 0): base seed; epoch `e` uses `seed + e`.
+        reference_ids (`Sequence`, *optional*): keep each reference's rows together (see [`no_duplicate_order`]).
 
     Attributes:
         duplicates (`int`): unavoidable duplicates placed in the last built order (0 unless one target occurs more
             often than there are global batches).
     """
 
-    def __init__(self, target_ids: Sequence, per_device_batch_size: int, world_size: int = 1, seed: int = 0):
+    def __init__(
+        self,
+        target_ids: Sequence,
+        per_device_batch_size: int,
+        world_size: int = 1,
+        seed: int = 0,
+        reference_ids: Sequence | None = None,
+    ):
         self.target_ids = [str(t) for t in target_ids]
+        self.reference_ids = None if reference_ids is None else [str(r) for r in reference_ids]
         self.group_size = per_device_batch_size * max(1, world_size)
         self.seed = seed
         self.epoch = 0
@@ -127,7 +150,9 @@ class NoDuplicateTargetSampler(Sampler[int]):
         return len(self.target_ids)
 
     def __iter__(self) -> Iterator[int]:
-        order, self.duplicates = no_duplicate_order(self.target_ids, self.group_size, self.seed + self.epoch)
+        order, self.duplicates = no_duplicate_order(
+            self.target_ids, self.group_size, self.seed + self.epoch, self.reference_ids
+        )
         return iter(order)
 
 

@@ -19,7 +19,7 @@ from transformers import Trainer
 from transformers.trainer_utils import speed_metrics
 from transformers.utils import logging
 
-from .collator import MraCirCollator
+from .collator import MraCirCollator, record_special_token_ids
 from .freezing_and_lora import base_model, is_peft, prepare_model_for_training
 from .holdout import TripletRecallEvaluator, split_holdout
 from .sampler import NoDuplicateTargetSampler
@@ -48,6 +48,7 @@ SUMMARY_ARGS = (
     "logit_temperature_init",
     "learn_temperature",
     "avoid_duplicate_targets",
+    "group_by_reference",
     "cache_vit_outputs",
     "zero_shot_protocol",
     "triplet_holdout",
@@ -109,6 +110,8 @@ class MraCirTrainer(Trainer):
         if not isinstance(args, MraCirTrainingArguments):
             raise TypeError(f"MraCirTrainer needs MraCirTrainingArguments, got {type(args).__name__}")
         self.base_model_name = getattr(base_model(model), "name_or_path", None) or None
+        if processing_class is not None:
+            record_special_token_ids(base_model(model).config, processing_class)
         model = prepare_model_for_training(model, args)
         if data_collator is None:
             if processing_class is None:
@@ -186,7 +189,15 @@ class MraCirTrainer(Trainer):
             per_device_batch_size=self.args.per_device_train_batch_size,
             world_size=self.args.world_size,
             seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
+            reference_ids=self._reference_ids(dataset, columns),
         )
+
+    def _reference_ids(self, dataset, columns: list[str]):
+        if not self.args.group_by_reference:
+            return None
+        if "reference_id" not in columns:
+            raise ValueError("--group_by_reference needs a 'reference_id' column in the train dataset")
+        return dataset["reference_id"]
 
     # ------------------------------------------------------------------------------------------------- evaluation
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:

@@ -97,6 +97,14 @@ class MraCirTrainingArguments(TrainingArguments):
             " together): a duplicate target is a false negative that poisons InfoNCE. Needs a 'target_id' column."
         },
     )
+    group_by_reference: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep the triplets of one reference image in one batch (with --avoid_duplicate_targets): its other "
+            "mined targets, its near neighbours, become the in-batch negatives that only the text tells apart. Needs "
+            "a 'reference_id' column."
+        },
+    )
     # ------------------------------------------------------------------------------------------------ evaluation
     eval_benchmarks: str | None = field(
         default=None,

@@ -3,9 +3,10 @@
 A response is keyed by the backend name, the model name, the prompt version, the step ("caption", "modify",
 "verify"), the prompt text, the SHA-256 of each image in order, the generation budget and the backend's
 answer-changing settings (`AgentBackend.cache_settings()`: temperature, sampling, weights hash). A re-run makes zero calls
-for what is done; every batch is committed as soon as it is answered, so a crash or a kill loses at most the batch in
-flight, and `INSERT OR IGNORE` on the primary key never stores a duplicate (several worker processes may share one
-cache file: the first answer stored wins and every reader uses it).
+for what is done. A streaming backend's answers (the OpenAI backend) are committed one by one as they arrive, a batch
+backend's after each batch, so a crash or a kill loses at most the requests in flight (`max_concurrency` for the
+OpenAI backend, one batch for a batch backend), and `INSERT OR IGNORE` on the primary key never stores a duplicate
+(several worker processes may share one cache file: the first answer stored wins and every reader uses it).
 """
 
 from __future__ import annotations
@@ -172,10 +173,11 @@ class CachedAgent:
 
     Misses are sent to the backend `backend.batch_size` at a time and committed after each batch. A backend with
     `complete_stream` (the OpenAI backend) gets every miss at once instead, keeps its requests in flight without batch
-    boundaries and hands answers back as they come; they are committed every `backend.batch_size` answers. Either way
-    a kill loses at most the answers received since the last commit and the requests in flight. Failures (None) are
-    not stored, so a re-run asks them again. After storing, values are read back from the cache, so concurrent
-    processes sharing the file all use the first stored answer.
+    boundaries and hands answers back as they come; each is committed before the next is taken, and the backend sends
+    a new request only for a taken answer. So a kill loses at most the requests in flight: `max_concurrency` of a
+    streaming backend, one batch of a batch backend. Failures (None) are not stored, so a re-run asks them again.
+    After storing, values are read back from the cache, so concurrent processes sharing the file all use the first
+    stored answer.
 
     Args:
         backend (`AgentBackend`): the agent.
@@ -210,18 +212,20 @@ class CachedAgent:
         )
 
     def _answers(self, step: str, items: list, chats: list[ChatRequest], call: Callable[[list], list]):
-        """`(index, answer)` for every item: streamed when the backend can and uses the default prompts for this step
-        (a backend overriding `caption` / `modify` / `verify` is called in batches, as written)."""
+        """Groups of `(index, answer)`, each group committed before the next is asked for: one answer at a time when
+        the backend streams and uses the default prompts for this step, else one batch (a backend overriding
+        `caption` / `modify` / `verify` is called in batches, as written)."""
         backend = self.backend
         stream = getattr(backend, "complete_stream", None)
         if stream is not None and getattr(type(backend), step) is getattr(AgentBackend, step):
-            yield from stream(chats)
+            for item in stream(chats):
+                yield [item]
             return
         for start in range(0, len(items), backend.batch_size):
             answers = call(items[start : start + backend.batch_size])
             if len(answers) != len(items[start : start + backend.batch_size]):
                 raise RuntimeError(f"{backend!r}.{step} returned {len(answers)} answers for a batch of other size")
-            yield from enumerate(answers, start)
+            yield list(enumerate(answers, start))
 
     def _run(
         self, step: str, items: Sequence, chats: Sequence[ChatRequest], call: Callable[[list], list]
@@ -254,17 +258,19 @@ class CachedAgent:
             step, [missing[k][0] for k in missing_keys], [missing[k][1] for k in missing_keys], call
         )
         try:
-            for index, answer in answers:
-                key = missing_keys[index]
-                fresh[key] = answer
-                done += 1
-                if answer is None:
-                    failed += 1
-                else:
-                    rows.append((key, answer, backend.backend_name, backend.model_name, backend.prompt_version, step))
-                if done % backend.batch_size == 0:
-                    commit()
-                    rows, done = [], 0
+            for group in answers:
+                for index, answer in group:
+                    key = missing_keys[index]
+                    fresh[key] = answer
+                    done += 1
+                    if answer is None:
+                        failed += 1
+                    else:
+                        rows.append(
+                            (key, answer, backend.backend_name, backend.model_name, backend.prompt_version, step)
+                        )
+                commit()
+                rows, done = [], 0
         finally:  # also when the backend stops (unavailable, Ctrl-C): what was answered is kept
             commit()
         reasons = Counter(getattr(backend, "failures", None) or {})

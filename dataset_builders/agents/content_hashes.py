@@ -1,8 +1,12 @@
-"""Content hashes of files, computed once: a persistent memo `(path, size, mtime_ns, inode) -> SHA-256` (sqlite).
+"""Content hashes of files, computed once: a persistent memo `(path, size, mtime_ns, ctime_ns, inode) -> SHA-256`.
 
 Every cache key of the triplet builder names the *contents* of the images and of the model files (an image edited in
 place, even to the same size, is a new image), but hashing a large folder on every run would cost a full read. The
-memo keeps each file's hash next to its `stat()` signature; a file whose size, mtime or inode changed is hashed again.
+memo (sqlite) keeps each file's hash next to its `stat()` signature; a file whose size, mtime, ctime or inode changed is
+hashed again. The ctime (status change time) is set by the file system on every write, rename or `utime`, and no user
+program can set it back, so a rewrite in place to the same size with the old mtime restored (`cp --preserve=timestamps`
+onto the file, `touch -r`) is detected too. Not detected: a change on a file system that keeps no ctime, or made while
+the system clock was set back to the file's old ctime; `overwrite=True` recomputes everything.
 
 Like git's index, an entry written less than `racy_window` seconds after the file's mtime is not trusted (the file may
 have been written again within the same timestamp tick): it is hashed again until it is old enough.
@@ -33,6 +37,7 @@ CREATE TABLE IF NOT EXISTS content_hashes (
     path TEXT PRIMARY KEY,
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL,
     inode INTEGER NOT NULL,
     sha256 TEXT NOT NULL,
     hashed_at REAL NOT NULL
@@ -72,6 +77,9 @@ class ContentHashes:
             connection = sqlite3.connect(self.path, timeout=60.0)
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
+            columns = [row[1] for row in connection.execute("PRAGMA table_info(content_hashes)")]
+            if columns and "ctime_ns" not in columns:  # a memo written before ctime was part of the signature
+                connection.execute("DROP TABLE content_hashes")
             connection.execute(_SCHEMA)
             connection.commit()
             self._local.connection, self._local.pid = connection, os.getpid()
@@ -91,28 +99,26 @@ class ContentHashes:
             chunk = keys[start : start + 500]
             marks = ",".join("?" * len(chunk))
             for row in connection.execute(
-                f"SELECT path, size, mtime_ns, inode, sha256, hashed_at FROM content_hashes WHERE path IN ({marks})",
+                f"SELECT path, size, mtime_ns, ctime_ns, inode, sha256, hashed_at FROM content_hashes "
+                f"WHERE path IN ({marks})",
                 chunk,
             ):
                 known[row[0]] = row[1:]
         out, new_rows = [], []
         for key in keys:
             stat = os.stat(key)
+            signature = (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
             entry = known.get(key)
-            if (
-                entry is not None
-                and entry[:3] == (stat.st_size, stat.st_mtime_ns, stat.st_ino)
-                and entry[4] - stat.st_mtime_ns / 1e9 >= self.racy_window
-            ):
-                out.append(entry[3])
+            if entry is not None and entry[:4] == signature and entry[5] - stat.st_mtime_ns / 1e9 >= self.racy_window:
+                out.append(entry[4])
                 continue
             digest = file_sha256(key)
             self.hashed += 1
             out.append(digest)
-            new_rows.append((key, stat.st_size, stat.st_mtime_ns, stat.st_ino, digest, time.time()))
+            new_rows.append((key, *signature, digest, time.time()))
         if new_rows:
             with connection:
-                connection.executemany("INSERT OR REPLACE INTO content_hashes VALUES (?, ?, ?, ?, ?, ?)", new_rows)
+                connection.executemany("INSERT OR REPLACE INTO content_hashes VALUES (?, ?, ?, ?, ?, ?, ?)", new_rows)
         return out
 
     def close(self) -> None:

@@ -5,6 +5,9 @@ label ("Instruction:", "Caption:") removed. Rejections (the reason names are the
 card and the command summary):
 
 - `request_failed`: the backend returned nothing (after retries);
+- `control_characters`: the raw text holds a control or format character other than tab and line breaks (NUL, the
+  ESC of ANSI terminal sequences, bidirectional overrides such as U+202E, zero-width characters: Unicode categories
+  Cc and Cf), which would be stored in the dataset and shown to whoever reads it;
 - `empty`: nothing left after normalisation;
 - `refusal`: "I'm sorry", "I cannot", "as an AI" ...;
 - `image_leak`: the text refers to the pictures by number or position ("image 1", "the first image", "the second
@@ -19,11 +22,13 @@ card and the command summary):
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 
 REASONS = (
     "request_failed",
+    "control_characters",
     "empty",
     "refusal",
     "image_leak",
@@ -55,6 +60,20 @@ def normalize_text(text: str) -> str:
     if len(text) >= 2 and text[0] in _QUOTES and text[-1] in _QUOTES:
         text = text[1:-1].strip()
     return text
+
+
+_ALLOWED_CONTROLS = frozenset("\t\n\r")
+
+
+def has_control_characters(text: str) -> bool:
+    """Whether `text` holds a control or format character (Unicode categories Cc and Cf) other than tab, line feed
+    and carriage return: NUL, ESC (ANSI terminal sequences), DEL, C1 controls, bidirectional marks and overrides
+    (U+200E, U+202A-U+202E, U+2066-U+2069), zero-width characters, the byte-order mark."""
+    return any(
+        unicodedata.category(char) in ("Cc", "Cf") and char not in _ALLOWED_CONTROLS
+        for char in text
+        if not char.isprintable()
+    )
 
 
 def _comparable(text: str) -> str:
@@ -93,6 +112,8 @@ class OutputFilter:
         """`(normalised text, None)` when it passes the generic checks, else `(None, reason)` (not counted)."""
         if text is None:
             return None, "request_failed"
+        if has_control_characters(text):
+            return None, "control_characters"
         text = normalize_text(text)
         if not text or not re.search(r"\w", text):
             return None, "empty"

@@ -2,9 +2,12 @@
 
 Requests go out asynchronously (httpx) from `max_concurrency` workers, round-robin over several base URLs (a fleet of
 servers), images inlined as base64 data URLs, from one event loop and one kept-alive client per backend object (a
-daemon thread). `complete_stream` hands answers back as they come (the response cache commits them as they come), so
-there is no batch boundary where the servers wait for the client, and a slow request holds one worker, not a batch. Time-outs, connection errors, malformed answers, 429
-and 5xx are retried with exponential backoff (honouring `Retry-After`), each retry on the next URL of the fleet.
+daemon thread). `complete_stream` hands answers back as they come, so there is no batch boundary where the servers
+wait for the client, and a slow request holds one worker, not a batch. A worker sends its next request only after the
+caller has taken its previous answer (the response cache commits each answer before it takes the next), so at any
+moment at most `max_concurrency` requests are in flight or answered and not yet committed: what a kill can lose.
+Time-outs, connection errors, malformed answers, 429 and 5xx are retried with exponential backoff (honouring
+`Retry-After`), each retry on the next URL of the fleet.
 
 After the last retry the item is `None` (a counted failure, with its reason in `failures`: `timeout`, `status_503`,
 `connect_error`, `bad_response` ...): the build stays incomplete and a re-run asks it again. Only when the fleet
@@ -59,8 +62,8 @@ class OpenAIAgent(AgentBackend):
             round-robin; each ends with the API prefix (`/v1`).
         prompts (`AgentPrompts` or `str`, *optional*): prompt set or registered prompt version.
         max_concurrency (`int`, defaults to 8): requests in flight at once (over the whole fleet).
-        batch_size (`int`, *optional*): answers per commit of the response cache (default 4x concurrency): with the
-            requests in flight, it bounds what a kill can lose.
+        batch_size (`int`, *optional*): requests per call when the caller works in batches (default 4x
+            concurrency). `CachedAgent` streams instead (`complete_stream`) and commits every answer as it comes.
         max_new_tokens (`int`, defaults to 64): sent as `max_tokens` (always sent: some servers default to 1024).
         temperature (`float`, defaults to 0.0): 0 means greedy.
         timeout (`float`, defaults to 120.0): seconds per request.
@@ -177,6 +180,7 @@ class OpenAIAgent(AgentBackend):
     async def _one(self, client: httpx.AsyncClient, request: ChatRequest) -> str | None:
         body = json.dumps(self.payload(request)).encode()
         reason, last_error, last_started = "unknown", "unknown", 0.0
+        first_started = time.monotonic()
         for attempt in range(self.max_retries + 1):
             if attempt:
                 self.http_stats["retries"] += 1
@@ -212,9 +216,11 @@ class OpenAIAgent(AgentBackend):
                 delay = min(self.backoff * 2**attempt, self.backoff_max)
                 await asyncio.sleep(retry_after if retry_after is not None else delay)
         if reason in ("timeout", "connect_error") and self._last_response < last_started and not await self._probe():
+            silent = time.monotonic() - max(first_started, self._last_response)
             raise AgentUnavailableError(
-                f"no server of {self.base_urls} answered anything within {self.timeout:g} s (last: {last_error}; "
-                "a probe of every URL got no answer either); answers received so far are cached: re-run to resume"
+                f"no server of {self.base_urls} answered anything for {silent:.1f} s ({self.max_retries + 1} "
+                f"attempt(s) of a request, last: {last_error}; a probe of every URL got no answer either); answers "
+                "received so far are cached: re-run to resume"
             )
         return self._failed(reason, f"giving up after {self.max_retries + 1} attempts: {last_error}")
 
@@ -249,15 +255,29 @@ class OpenAIAgent(AgentBackend):
         limits = httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency)
         return httpx.AsyncClient(timeout=self.timeout, limits=limits, headers=self._headers(), verify=_ssl_context())
 
-    async def _run(self, client: httpx.AsyncClient, requests: Sequence[ChatRequest], deliver) -> None:
+    async def _run(
+        self,
+        client: httpx.AsyncClient,
+        requests: Sequence[ChatRequest],
+        deliver,
+        window: asyncio.Semaphore | None = None,
+    ) -> None:
         """`max_concurrency` workers take the requests in order and `deliver(index, answer)` each as it comes: no
-        batch boundary, and a slow request holds one worker, not the others. Cancelled workers cancel their
-        requests."""
+        batch boundary, and a slow request holds one worker, not the others. With `window`, a worker takes a permit
+        before each request and the caller releases it once it has taken the answer, which bounds the requests in
+        flight plus the answers not yet taken. Cancelled workers cancel their requests."""
         todo = iter(enumerate(requests))
 
         async def worker() -> None:
-            for index, request in todo:  # one shared iterator: each worker takes the next request
-                deliver(index, await self._one(client, request))
+            while True:
+                if window is not None:
+                    await window.acquire()
+                item = next(todo, None)  # one shared iterator: each worker takes the next request
+                if item is None:
+                    if window is not None:
+                        window.release()
+                    return
+                deliver(item[0], await self._one(client, item[1]))
 
         workers = [asyncio.ensure_future(worker()) for _ in range(min(self.max_concurrency, len(requests)))]
         try:
@@ -288,18 +308,23 @@ class OpenAIAgent(AgentBackend):
         return self._event_loop
 
     def complete_stream(self, requests: Sequence[ChatRequest]) -> Iterator[tuple[int, str | None]]:
-        """`(index, answer)` for every request, in the order they are answered (`CachedAgent` commits them as they
-        come). Closing the iterator early, an error or Ctrl-C cancels the requests still in flight."""
+        """`(index, answer)` for every request, in the order they are answered (`CachedAgent` commits each one
+        before it asks for the next). A new request goes out only when the caller has taken an answer, so at most
+        `max_concurrency` requests are in flight or answered and not yet taken. Closing the iterator early, an error
+        or Ctrl-C cancels the requests still in flight."""
         if not requests:
             return
         answered: queue.SimpleQueue = queue.SimpleQueue()
+        loop = self._loop()
+        window: list[asyncio.Semaphore] = []
 
         async def run() -> None:
             if self._client is None:
                 self._client = self._new_client()
-            await self._run(self._client, requests, lambda index, answer: answered.put((index, answer)))
+            window.append(asyncio.Semaphore(self.max_concurrency))
+            await self._run(self._client, requests, lambda index, answer: answered.put((index, answer)), window[0])
 
-        future = asyncio.run_coroutine_threadsafe(run(), self._loop())
+        future = asyncio.run_coroutine_threadsafe(run(), loop)
         future.add_done_callback(lambda done: answered.put(None))  # wakes the reader when the run ends or fails
         try:
             for _ in range(len(requests)):
@@ -308,6 +333,7 @@ class OpenAIAgent(AgentBackend):
                     future.result()  # raises the run's error (e.g. AgentUnavailableError)
                     raise RuntimeError("the agent's requests ended before every answer came back")
                 yield item
+                loop.call_soon_threadsafe(window[0].release)  # the caller has taken (and stored) this answer
         finally:
             future.cancel()  # a no-op when everything came back
 

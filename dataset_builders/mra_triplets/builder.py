@@ -3,17 +3,19 @@
 Pipeline (`MraTriplets._split_generators`, run once in the main process, each step cached under `work_dir`):
 
 1. list the images of `config.images` (sorted; with `per_class` / `max_images` a sample drawn with `sample_seed`,
-   `pool.list_images`), embed them with `config.embedding_model`, an `MraCirModel` folder or a BLIP-2 ITM checkpoint
-   (`extract_image_features`: resumable shards; corrupt images are skipped and counted);
+   `pool.list_images`; sub-folders that cannot be listed are counted and named), embed them with
+   `config.embedding_model`, an `MraCirModel` folder or a BLIP-2 ITM checkpoint (`extract_image_features`: resumable
+   shards; corrupt images are skipped and counted); fewer than two readable images is a `ValueError` naming them;
 2. mine (reference, target) pairs in the rank window [q1, q2] of token-level similarity (`sample_rank_window`, or the
-   `pair_miner` passed to the builder);
+   `pair_miner` passed to the builder); a window that gives no pair at all is a `ValueError` suggesting one that fits;
 3. caption every image used by a pair (agent step 1, one call per image, response cache; skipped when
    `agent_mode="direct"`).
 
 Then `_generate_examples` runs agent step 2 (and the optional verification, `agent_steps`) over fixed shards of
 `config.pairs_per_shard` pairs, so `download_and_prepare(num_proc=N)` runs shards in parallel and the output does not
-depend on `num_proc`. Every answer goes through `OutputFilter`; rejected pairs are dropped and counted (the counts
-are in `builder.build_summary()` and the dataset card).
+depend on `num_proc`; the worker processes end with the building process, even when it is killed (`processes`).
+Every answer goes through `OutputFilter`; rejected pairs are dropped and counted (the counts are in
+`builder.build_summary()` and the dataset card).
 
 A build is complete only when every pair has an answer or a counted rejection; failed requests (time-outs, 5xx, ...)
 leave it unwritten (`IncompleteBuildError`, see `summary`) and the next run asks exactly those again. Every cache key
@@ -56,9 +58,10 @@ from ..agents.content_hashes import ContentHashes
 from ..agents.registry import make_agent
 from .agent_steps import caption_images, modification_shard
 from .config import FEATURES, MraTripletsConfig
-from .fingerprints import atomic_write_json, fingerprint, image_hashes, model_identity
-from .pool import IMAGE_EXTENSIONS, list_images
-from .summary import IncompleteBuildError, read_build_summary
+from .fingerprints import atomic_write_json, fingerprint, image_hashes, miner_key, model_identity
+from .pool import list_images, no_pairs_message, too_few_images_message
+from .processes import workers_end_with_this_process
+from .summary import IncompleteBuildError, read_build_summary, record_agent_error, stop_reason
 
 
 class MraTriplets(datasets.GeneratorBasedBuilder):
@@ -76,6 +79,7 @@ class MraTriplets(datasets.GeneratorBasedBuilder):
         work_dir (`str`, *optional*): features, mined pairs, captions, statistics and the memo of file hashes
             (default `<cache_dir>/mra_triplets_work`).
         embedding_batch_size (`int`, defaults to 32): images per forward pass when embedding.
+        device (`str`, *optional*): where the images are embedded and the pairs mined (`"cuda"`; default: the CPU).
         feature_shard_size (`int`, defaults to 1024): images per feature shard (the unit of resumption and of
             recomputation when images change).
         allow_failures (`bool`, defaults to False): finish the dataset even when agent requests failed (those pairs
@@ -95,7 +99,8 @@ class MraTriplets(datasets.GeneratorBasedBuilder):
     """
 
     BUILDER_CONFIG_CLASS = MraTripletsConfig
-    VERSION = datasets.Version("1.2.0")  # bump when the generation logic changes (1.2: pool sampling, agent_mode)
+    # bump when the generation logic changes (1.2: pool sampling, agent_mode; 1.3: control characters rejected)
+    VERSION = datasets.Version("1.3.0")
 
     def __init__(
         self,
@@ -105,6 +110,7 @@ class MraTriplets(datasets.GeneratorBasedBuilder):
         agent_cache: str | None = None,
         work_dir: str | None = None,
         embedding_batch_size: int = 32,
+        device: str | None = None,
         feature_shard_size: int = 1024,
         allow_failures: bool = False,
         overwrite: bool = False,
@@ -125,7 +131,10 @@ class MraTriplets(datasets.GeneratorBasedBuilder):
         early = MraTripletsConfig(**{k: v for k, v in kwargs.items() if k in names})
         check_model_source(early.embedding_model)
         self._agent = self._make_agent(agent_backend, early)
-        self._listed = list_images(early.images, early.max_images, early.per_class, early.sample_seed, True)
+        self._unreadable: list[tuple[str, str]] = []
+        self._listed = list_images(
+            early.images, early.max_images, early.per_class, early.sample_seed, True, unreadable=self._unreadable
+        )
         self._hashes = image_hashes(self._listed, self.content_hashes)
         self._model_key, self.embedding_model_revision = model_identity(early.embedding_model, self.content_hashes)
         self.pair_miner = pair_miner
@@ -133,11 +142,12 @@ class MraTriplets(datasets.GeneratorBasedBuilder):
             # the cache folder changes when the images' bytes, the embedding model or the agent's answers can change
             agent = self._agent
             identity = [agent.backend_name, agent.model_name, agent.prompt_version, agent.cache_settings()]
-            miner = [_miner_key(pair_miner)] if pair_miner is not None else []
+            miner = [miner_key(pair_miner)] if pair_miner is not None else []
             kwargs["hash"] = fingerprint(sorted(self._hashes.items()), self._model_key, identity, *miner)
         super().__init__(*args, **kwargs)
         self.agent_cache_path = str(agent_cache or self.work_dir / "agent_cache.sqlite")
         self.embedding_batch_size = embedding_batch_size
+        self.device = device
         self.feature_shard_size = feature_shard_size
         self.allow_failures = allow_failures
         self.overwrite = overwrite
@@ -147,8 +157,9 @@ class MraTriplets(datasets.GeneratorBasedBuilder):
     def download_and_prepare(self, *args, **kwargs):
         """`datasets`' `download_and_prepare`, with three differences: a prepared dataset whose statistics still count
         failed pairs is prepared again (unless `allow_failures`), so a re-run asks them; `overwrite=True` rebuilds it;
-        an agent failure (`AgentUnavailableError`) or failed requests (`IncompleteBuildError`) are raised as
-        themselves rather than wrapped in `DatasetGenerationError`. Answers received before either are cached."""
+        an agent failure (`AgentUnavailableError`, also from a worker process), failed requests
+        (`IncompleteBuildError`) or a Ctrl-C (`KeyboardInterrupt`) are raised as themselves rather than wrapped in
+        `DatasetGenerationError`. Answers received before any of them are cached."""
         output_dir = kwargs.get("output_dir") or self._cache_dir
         if os.path.isfile(os.path.join(output_dir, datasets.config.DATASET_INFO_FILENAME)):
             try:
@@ -159,14 +170,13 @@ class MraTriplets(datasets.GeneratorBasedBuilder):
                 kwargs["download_mode"] = datasets.DownloadMode.FORCE_REDOWNLOAD
                 self.info.splits = None  # the old split sizes are not what the new preparation must match
         try:
-            return super().download_and_prepare(*args, **kwargs)
-        except datasets.exceptions.DatasetGenerationError as error:
-            cause = error.__cause__
-            while cause is not None and not isinstance(cause, AgentError):
-                cause = cause.__cause__
-            if cause is None:
+            with workers_end_with_this_process():
+                return super().download_and_prepare(*args, **kwargs)
+        except Exception as error:
+            reason = stop_reason(error, self.stats_dir)
+            if reason is error:
                 raise
-            raise cause from error
+            raise reason from error
 
     def _download_and_prepare(self, dl_manager, verification_mode, **prepare_split_kwargs):
         super()._download_and_prepare(dl_manager, verification_mode, **prepare_split_kwargs)
@@ -219,7 +229,7 @@ class MraTriplets(datasets.GeneratorBasedBuilder):
 
         from .image_features import extract_image_features
 
-        model, processor = load_model_and_processor(self.config.embedding_model)
+        model, processor = load_model_and_processor(self.config.embedding_model, device=self.device)
         output_dir = self.work_dir / f"features-{self._model_key}"  # the images' bytes are in its manifest
         if self.overwrite:
             shutil.rmtree(output_dir, ignore_errors=True)
@@ -231,9 +241,10 @@ class MraTriplets(datasets.GeneratorBasedBuilder):
         )  # fmt: skip
 
     def _mine(self, features) -> dict:
+        from .mining import checked_pairs, sample_rank_window
+
         if self.pair_miner is not None:
-            return _checked_pairs(self.pair_miner(features, self.config), features.ids)
-        from .mining import sample_rank_window
+            return checked_pairs(self.pair_miner(features, self.config), features.ids)
 
         config = self.config
         key = fingerprint(
@@ -245,8 +256,8 @@ class MraTriplets(datasets.GeneratorBasedBuilder):
         if path.exists() and not self.overwrite:
             return json.loads(path.read_text())
         mined = sample_rank_window(
-            features.features, features.ids, q1=config.q1, q2=config.q2, seed=config.seed, reduce=config.reduce,
-            targets_per_reference=config.targets_per_reference, duplicates=features.duplicates,
+            features.features.to(self.device or "cpu"), features.ids, q1=config.q1, q2=config.q2, seed=config.seed,
+            reduce=config.reduce, targets_per_reference=config.targets_per_reference, duplicates=features.duplicates,
         )  # fmt: skip
         keep = ("reference_id", "target_id")
         pairs = [{**{k: p[k] for k in keep}, "rank": int(p["rank"]), "score": float(p["score"])} for p in mined.pairs]
@@ -264,28 +275,35 @@ class MraTriplets(datasets.GeneratorBasedBuilder):
 
         listed = self._listed
         if len(listed) < 2:
-            raise ValueError(
-                f"{config.images}: fewer than 2 images found (extensions: {sorted(IMAGE_EXTENSIONS)[:8]}…)"
-            )
+            raise ValueError(too_few_images_message(config.images, len(listed), len(listed), [], self._unreadable))
         paths = dict(listed)
         features = self._embed(listed)
+        if len(features.ids) < 2:
+            found = (len(listed), len(features.ids), [tuple(item) for item in features.skipped], self._unreadable)
+            raise ValueError(too_few_images_message(config.images, *found))
         mined = self._mine(features)
         pairs = mined["pairs"]
+        if not pairs and self.pair_miner is None:
+            window = (len(features.ids), config.q1, config.q2, len(mined["too_few"]))
+            raise ValueError(no_pairs_message(config.images, *window))
 
         # step 1: one caption per image used by a pair (main process: deterministic order and batching)
         used = sorted({p["reference_id"] for p in pairs} | {p["target_id"] for p in pairs})
         agent_images = [AgentImage(id=i, path=paths[i], sha256=self._hashes[i]) for i in used]
         asked = len(agent_images) if config.agent_mode == "two_step" else 0
         bar = tqdm(total=asked, desc="captions", unit="img", disable=not self.show_progress or not asked)
-        cached_agent = self._cached_agent(on_progress=bar.update)
-        captions, caption_counts = caption_images(cached_agent, agent_images, config)
-        bar.close()
+        try:  # closed on an error too: the command's one-line message then starts on a line of its own
+            cached_agent = self._cached_agent(on_progress=bar.update)
+            captions, caption_counts = caption_images(cached_agent, agent_images, config)
+        finally:
+            bar.close()
         captions_path = self.stats_dir / "captions.json"
         atomic_write_json(captions_path, captions)
         atomic_write_json(
             self.stats_dir / "prepare.json",
             {
                 "images_found": len(listed),
+                "unreadable_folders": [list(item) for item in self._unreadable],
                 "images_embedded": len(features.ids),
                 "skipped": [list(item) for item in features.skipped],
                 "duplicates": dict(features.duplicates),
@@ -314,7 +332,11 @@ class MraTriplets(datasets.GeneratorBasedBuilder):
         captions = json.loads(Path(captions_path).read_text())
         cached_agent = self._cached_agent()
         for local_index, shard in enumerate(shards):
-            accepted, counts = modification_shard(cached_agent, shard["pairs"], captions, config)
+            try:
+                accepted, counts = modification_shard(cached_agent, shard["pairs"], captions, config)
+            except AgentError as error:  # reaches the main process without its type when raised in a worker
+                record_agent_error(stats_dir, shard["index"], error)
+                raise
             counts["agent"] = cached_agent.stats.to_dict()
             atomic_write_json(Path(stats_dir) / f"shard-{shard['index']:05d}.json", counts)
             cached_agent.stats = type(cached_agent.stats)()
@@ -353,30 +375,6 @@ class MraTriplets(datasets.GeneratorBasedBuilder):
         if self.embedding_model_revision:
             data["embedding_model_revision"] = self.embedding_model_revision
         return data
-
-
-def _miner_key(miner) -> str:
-    key = getattr(miner, "cache_key", None)
-    if isinstance(key, str) and key:
-        return key
-    named = miner if hasattr(miner, "__qualname__") else type(miner)
-    return f"{named.__module__}.{named.__qualname__}"
-
-
-def _checked_pairs(mined, ids: list[str]) -> dict:
-    """A `pair_miner`'s result in the builder's format, every id checked against the embedded images."""
-    pairs = mined["pairs"] if isinstance(mined, dict) else mined.pairs
-    too_few = (mined.get("too_few") if isinstance(mined, dict) else getattr(mined, "too_few", None)) or []
-    known = set(ids)
-    out = []
-    for pair in pairs:
-        if pair["reference_id"] not in known or pair["target_id"] not in known:
-            raise ValueError(f"pair_miner returned a pair with an image that was not embedded: {pair}")
-        rank, score = int(pair["rank"]), float(pair["score"])
-        out.append(
-            {"reference_id": pair["reference_id"], "target_id": pair["target_id"], "rank": rank, "score": score}
-        )
-    return {"pairs": out, "too_few": list(too_few)}
 
 
 __all__ = ["MraTriplets"]

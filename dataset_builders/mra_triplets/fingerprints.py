@@ -8,7 +8,7 @@
 | the dataset | `datasets` cache folder (`hash`) | the images (ids + SHA-256), the model key, the agent's identity and settings (+ the config) |
 
 File hashes come from a [`ContentHashes`] memo: each file is read once, then recognised by `(path, size, mtime,
-inode)`.
+ctime, inode)`.
 """
 
 from __future__ import annotations
@@ -116,12 +116,22 @@ def atomic_write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def miner_key(miner) -> str:
+    """The identity of a `pair_miner` in the dataset's cache key: its `cache_key` string, else its qualified name."""
+    key = getattr(miner, "cache_key", None)
+    if isinstance(key, str) and key:
+        return key
+    named = miner if hasattr(miner, "__qualname__") else type(miner)
+    return f"{named.__module__}.{named.__qualname__}"
+
+
 __all__ = [
     "atomic_write_json",
     "fingerprint",
     "folder_state",
     "hub_revision",
     "image_hashes",
+    "miner_key",
     "model_identity",
     "model_key",
 ]

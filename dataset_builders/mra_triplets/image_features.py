@@ -14,7 +14,7 @@
   or `reuse_shards=True` (keep every shard whose ids and bytes are unchanged, embed the others: an image edited in
   place costs one shard).
 - **Hashed once.** With `content_hashes` (a [`ContentHashes`] memo), files are hashed once and then recognised by
-  `(path, size, mtime, inode)`.
+  `(path, size, mtime, ctime, inode)`.
 - **Multi-process.** Launched with `accelerate launch`, each process (`accelerate.PartialState`) embeds a contiguous
   slice of the shards on its device; the main process writes the manifest, every process waits, then reads back the
   merged result. This needs `output_dir` (the shards are the exchange medium).

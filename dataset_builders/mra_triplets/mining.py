@@ -273,3 +273,20 @@ def _window_check(ranker: _Ranker, drawn, q1, q2, seed, sample, approx_ranked, r
         "window_check_sample": len(pairs),
         "recall_at_q2": float(np.mean(recalls)),
     }
+
+
+def checked_pairs(mined, ids: list[str]) -> dict:
+    """A `pair_miner`'s result (a dict or an object with `.pairs` / `.too_few`) in the triplet builder's format, every
+    id checked against the embedded images."""
+    pairs = mined["pairs"] if isinstance(mined, dict) else mined.pairs
+    too_few = (mined.get("too_few") if isinstance(mined, dict) else getattr(mined, "too_few", None)) or []
+    known = set(ids)
+    out = []
+    for pair in pairs:
+        if pair["reference_id"] not in known or pair["target_id"] not in known:
+            raise ValueError(f"pair_miner returned a pair with an image that was not embedded: {pair}")
+        rank, score = int(pair["rank"]), float(pair["score"])
+        out.append(
+            {"reference_id": pair["reference_id"], "target_id": pair["target_id"], "rank": rank, "score": score}
+        )
+    return {"pairs": out, "too_few": list(too_few)}

@@ -3,12 +3,16 @@
 `list_images(folder, max_images, per_class, seed)` lists `(id, path)` pairs sorted by id (the posix path relative to
 the folder). `per_class` keeps K images of each first-level sub-folder (the ImageNet-1k subset the paper mines from),
 `max_images` a random sample of N; both are drawn from the sorted listing with a generator seeded by the seed, so the
-same seed gives the same pool on any machine, whatever the order the file system lists files in.
+same seed gives the same pool on any machine, whatever the order the file system lists files in. A sub-folder that
+cannot be listed (no permission, an I/O error) is reported in `unreadable`, never silently left out.
+
+`too_few_images_message` and `no_pairs_message` say in one line why a pool cannot give a pair, and what would.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 from pathlib import Path
 
@@ -21,6 +25,7 @@ def list_images(
     per_class: int | None = None,
     seed: int = 0,
     broken_links: bool = False,
+    unreadable: list | None = None,
 ) -> list[tuple[str, str]]:
     """`(id, path)` of the image files under `folder` (recursive, sorted by id = posix path relative to folder).
 
@@ -36,6 +41,8 @@ def list_images(
         broken_links (`bool`, defaults to False): list broken symbolic links with an image extension too (feature
             extraction and the triplet builder: reading them fails, so they are counted with the other skipped files
             instead of vanishing).
+        unreadable (`list`, *optional*): receives `(folder, reason)` for every folder that could not be listed (its
+            images are missing from the pool; `folder` is relative, "." for `folder` itself).
 
     Example:
         ```python
@@ -43,11 +50,25 @@ def list_images(
         ```
     """
     folder = Path(folder)
-    found = sorted(
-        (path.relative_to(folder).as_posix(), str(path))
-        for path in folder.rglob("*")
-        if (path.is_file() or (broken_links and path.is_symlink())) and path.suffix.lower() in IMAGE_EXTENSIONS
-    )
+    errors: list[OSError] = []
+    found = []
+    for root, dirs, files in os.walk(folder, onerror=errors.append):  # symbolic links to folders are not followed
+        for name in (*files, *dirs):
+            path = Path(root, name)
+            if path.suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
+            try:
+                listed = path.is_file() or (broken_links and path.is_symlink())
+            except OSError as error:  # a folder that can be listed but not entered
+                errors.append(OSError(error.errno, error.strerror, root))
+                break
+            if listed:
+                found.append((path.relative_to(folder).as_posix(), str(path)))
+    found.sort()
+    if unreadable is not None:
+        for error in errors:
+            name = Path(error.filename).relative_to(folder).as_posix() if error.filename else "?"
+            unreadable.append((name, error.strerror or type(error).__name__))
     if per_class:
         classes: dict[str, list[tuple[str, str]]] = {}
         for item in found:
@@ -66,4 +87,34 @@ def _sample(items: list, k: int, seed: int, salt: str) -> list:
     return random.Random(int.from_bytes(digest[:8], "big")).sample(items, k)
 
 
-__all__ = ["IMAGE_EXTENSIONS", "list_images"]
+def too_few_images_message(folder: str, found: int, embedded: int, skipped: list, unreadable: list) -> str:
+    """One line: the pool has fewer than two distinct readable images (naming what was skipped)."""
+    parts = [f"{folder}: {embedded} distinct image(s) could be read and decoded out of {found} found; a pair needs 2"]
+    if skipped:
+        shown = ", ".join(f"{name} ({reason})" for name, reason in skipped[:5])
+        parts.append(f"skipped: {shown}{f' and {len(skipped) - 5} more' if len(skipped) > 5 else ''}")
+    if unreadable:
+        parts.append("unreadable folders: " + ", ".join(f"{name} ({reason})" for name, reason in unreadable[:5]))
+    if not found and not unreadable:
+        parts.append(f"image extensions: {', '.join(IMAGE_EXTENSIONS)}")
+    return "; ".join(parts)
+
+
+def no_pairs_message(folder: str, embedded: int, q1: int, q2: int, too_few: int) -> str:
+    """One line: no reference has `q2` candidates, so the window [q1, q2] gives no pair; a window that fits."""
+    candidates = embedded - 1
+    if q2 <= candidates:  # feature duplicates left every reference short of q2 candidates
+        return (
+            f"{folder}: no pair could be mined: all {too_few} references have fewer than q2={q2} candidates once "
+            "images with identical features are left out; use a smaller --q2"
+        )
+    fit_q2 = candidates
+    fit_q1 = max(1, fit_q2 - (q2 - q1))
+    return (
+        f"{folder}: no pair could be mined: {embedded} distinct images give each reference {candidates} "
+        f"candidate(s), fewer than the window's last rank q2={q2} (ranks {q1}..{q2} need at least {q2 + 1} images); "
+        f"use a window that fits the pool, e.g. --q1 {fit_q1} --q2 {fit_q2}, or add images"
+    )
+
+
+__all__ = ["IMAGE_EXTENSIONS", "list_images", "no_pairs_message", "too_few_images_message"]

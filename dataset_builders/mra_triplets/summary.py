@@ -4,13 +4,20 @@ A build is **complete** when every mined pair has an answer or a counted, final 
 refusal, image leak, ...). A pair whose caption, modification or verification *request* failed (time-out, 5xx,
 unreachable, malformed answer: the backend returned nothing) is **failed**: it is not a rejection, the response cache
 does not store it, and the build stays incomplete, so the next run asks exactly those requests again.
+
+`stop_reason` finds why a preparation stopped when `datasets` reports it as a `DatasetGenerationError`: an agent
+error (also one raised in a worker process, whose exception reaches the main process without its cause: the worker
+records it with `record_agent_error`) or a Ctrl-C (which `datasets`' pool can bury under a `TimeoutError`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from pathlib import Path
+
+from ..agents.base import AgentError, AgentUnavailableError
 
 
 class IncompleteBuildError(RuntimeError):
@@ -76,6 +83,7 @@ def read_build_summary(stats_dir: Path, prepared_in_this_run: bool, answers_cach
         "prepared_in_this_run": prepared_in_this_run,
         "complete": pairs_failed == 0 and captions_failed == 0 and pairs == prepare["pairs_mined"],
         "images_found": prepare["images_found"],
+        "unreadable_folders": prepare.get("unreadable_folders", []),
         "images_embedded": prepare["images_embedded"],
         "images_skipped": len(prepare["skipped"]),
         "skipped": prepare["skipped"],
@@ -97,4 +105,39 @@ def read_build_summary(stats_dir: Path, prepared_in_this_run: bool, answers_cach
     }
 
 
-__all__ = ["IncompleteBuildError", "incomplete_message", "read_build_summary"]
+def record_agent_error(stats_dir: str | Path, shard_index: int, error: AgentError) -> None:
+    """In the process generating a shard: write down the agent error that stops it (see `stop_reason`)."""
+    record = {"type": type(error).__name__, "message": str(error)}
+    path = Path(stats_dir) / f"agent-error-{shard_index:05d}-{os.getpid()}.json"
+    path.write_text(json.dumps(record))
+
+
+def stop_reason(error: BaseException, stats_dir: Path) -> BaseException:
+    """What to raise for `error`, an exception out of `datasets`' `download_and_prepare`: a `KeyboardInterrupt` met in
+    its chain of causes and contexts, else an `AgentError` there or recorded by a worker (`record_agent_error`),
+    else `error` itself."""
+    import datasets
+
+    chain, seen = [error], set()
+    while chain:
+        item = chain.pop(0)
+        if item is None or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, KeyboardInterrupt):
+            return KeyboardInterrupt()
+        chain += [item.__cause__, item.__context__]
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, AgentError):
+            return cause
+        cause = cause.__cause__
+    if isinstance(error, datasets.exceptions.DatasetGenerationError):
+        for path in sorted(Path(stats_dir).glob("agent-error-*.json")):
+            record = json.loads(path.read_text())
+            kind = AgentUnavailableError if record["type"] == "AgentUnavailableError" else AgentError
+            return kind(record["message"])
+    return error
+
+
+__all__ = ["IncompleteBuildError", "incomplete_message", "read_build_summary", "record_agent_error", "stop_reason"]

@@ -15,7 +15,7 @@ class AppArguments:
     """What the app serves: one model (or two, side by side) over one gallery, and where it listens.
 
     With no `--model` and no `--index`, the app serves the last quickstart run (`--quickstart_dir`): its MRA-trained
-    model beside its stage-1 model, over the gallery of the quickstart's benchmark (the index is built on first start
+    model beside the pretrained stand-in it started from, over the gallery of the quickstart's benchmark (the index is built on first start
     and cached in the quickstart folder). With no quickstart output yet, the page says how to make one and can build
     it.
     """
@@ -45,39 +45,33 @@ class AppArguments:
     compare_model: str | None = field(
         default=None,
         metadata={
-            "aliases": ["--compare-model"],
-            "help": "A second model whose ranking is shown side by side (e.g. stage 1 vs MRA-trained). Default with "
+            "help": "A second model whose ranking is shown side by side (e.g. the pretrained stand-in vs MRA-trained). Default with "
             "the quickstart: its stage-1 model; 'none' turns the comparison off.",
         },
     )
     compare_index: str | None = field(
         default=None,
         metadata={
-            "aliases": ["--compare-index"],
             "help": "The second model's gallery index (default: built from --images in memory).",
         },
     )
     quickstart_dir: str = field(
         default="quickstart_output",
-        metadata={"aliases": ["--quickstart-dir"], "help": "Where `mra-cir quickstart` wrote its output."},
+        metadata={"help": "Where `mra-cir quickstart` wrote its output."},
     )
     k: int = field(default=6, metadata={"help": f"Results shown per model at first (the page goes up to {MAX_K})."})
     approximate_above: int = field(
         default=APPROXIMATE_ABOVE,
         metadata={
-            "aliases": ["--approximate-above"],
             "help": "Galleries with more images than this are searched with faiss candidates re-ranked exactly "
             "(ApproximateTokenIndex); smaller ones exactly. 0: always approximate.",
         },
     )
     device: str = field(default="cpu", metadata={"help": "Where the models run: cpu, cuda, ..."})
-    batch_size: int = field(
-        default=32, metadata={"aliases": ["--batch-size"], "help": "Images per forward pass when building an index."}
-    )
+    batch_size: int = field(default=32, metadata={"help": "Images per forward pass when building an index."})
     server_name: str | None = field(
         default=None,
         metadata={
-            "aliases": ["--server-name"],
             "help": "Gradio's server_name: 127.0.0.1 by default (env GRADIO_SERVER_NAME); 0.0.0.0 serves the network.",
         },
     )

@@ -248,7 +248,7 @@ def load_engine(args: AppArguments) -> SearchEngine:
         gallery = _gallery(images)
         specs = [("MRA-trained", output.mra_model, output.index_dir("mra"))]
         if args.compare_model is None and output.stage1_model is not None:
-            specs.append(("stage 1 (before MRA)", output.stage1_model, output.index_dir("stage1")))
+            specs.append(("stand-in (before MRA)", output.stage1_model, output.index_dir("stage1")))
         models = []
         for name, path, index_dir in specs:
             model, processor = load_model(str(path), args.device)

@@ -1,11 +1,12 @@
 """The app's embedded default: the last `mra-cir quickstart` run, or the way to make one.
 
-A quickstart folder holds `mra_model/` (MRA-trained), `stage1_model/` (the stand-in for pretrained BLIP-2) and the
-world's benchmarks in CIRCO's layout (`benchmarks/<name>/unlabeled2017/*.png`, `annotations/val.json`). The app ranks
+A quickstart folder holds `mra_model/` (MRA-trained), `stage1_model/` (the pretrained stand-in for BLIP-2 it started
+from) and the world's benchmarks in CIRCO's layout (`benchmarks/<name>/unlabeled2017/*.png`, `annotations/val.json`). The app ranks
 the gallery of the first benchmark (`single_edit` when present), shows some of its queries as examples, and builds
 the gallery index of each model on first start (cached as `gallery_index/` and `gallery_index_stage1/` in the
-quickstart folder, rebuilt when the model changes). Without a quickstart folder the page says which command makes
-one, and can run it ([`build_quickstart`]: the `--fast` run, about 2 minutes on a CPU, with a progress bar).
+quickstart folder, rebuilt when the model changes). The default run (`mra-cir quickstart`, several seeds) writes one
+such folder per seed (`seed_<S>/`): the app serves the first seed's. Without a quickstart folder the page says which
+command makes one, and can run it ([`build_quickstart`]: the `--fast` run, with a progress bar).
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ class NoQuickstartError(InputError):
     def __init__(self, output_dir: str | os.PathLike, missing: str):
         self.output_dir = str(output_dir)
         super().__init__(
-            f"No model to serve yet: {missing}. Make the default one (the quickstart's synthetic world, about 2 "
-            f"minutes on a CPU) with `{quickstart_command(output_dir)}`, or press **Build the quickstart model** "
+            f"No model to serve yet: {missing}. Make the default one (the quickstart's synthetic world, about a "
+            f"minute on a CPU) with `{quickstart_command(output_dir)}`, or press **Build the quickstart model** "
             "below; or start the app on your own model with `mra-cir app --model DIR --index DIR --images DIR`."
         )
 
@@ -60,8 +61,12 @@ class QuickstartOutput:
 
 
 def find_quickstart(output_dir: str | os.PathLike) -> QuickstartOutput:
-    """The quickstart run in `output_dir`, or a [`NoQuickstartError`] naming what is missing."""
+    """The quickstart run in `output_dir` (or, for a several-seed run, in its first seed's folder), or a
+    [`NoQuickstartError`] naming what is missing."""
     root = Path(output_dir)
+    if not (root / "mra_model" / "config.json").is_file() and (root / "seeds.json").is_file():
+        seeds = json.loads((root / "seeds.json").read_text()).get("seeds") or [0]
+        root = root / f"seed_{seeds[0]}"
     mra = root / "mra_model"
     if not (mra / "config.json").is_file():
         what = f"{root} does not exist" if not root.exists() else f"{mra} holds no trained model"

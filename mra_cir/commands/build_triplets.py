@@ -5,9 +5,11 @@ carries two images, so the server must allow two per prompt; older vLLM versions
 
     vllm serve openbmb/MiniCPM-V-2_6 --trust-remote-code --max-model-len 4096 \
         --limit-mm-per-prompt '{"image": 2}' --port 8000
-    mra-cir build-triplets --images imagenet/train --per-class 100 --model Salesforce/blip2-itm-vit-g \
+    mra-cir build-triplets --images imagenet/train --per-class 100 --model Salesforce/blip2-itm-vit-g --device cuda \
         --agent openai --agent-url http://gpu1:8000/v1 http://gpu2:8000/v1 --agent-model openbmb/MiniCPM-V-2_6 \
         --output triplets/ --num-proc 4
+
+`--device cuda` embeds the images and mines the pairs on the GPU (the default, `cpu`, suits only small folders).
 
 The same agent in-process (one GPU, one request at a time): `--agent transformers --agent-model openbmb/MiniCPM-V-2_6
 --agent-trust-remote-code --agent-device cuda`. Without captions (the paper's ablation): `--agent-mode direct`.
@@ -37,6 +39,8 @@ class BuildTripletsArguments:
         }
     )
     output: str = field(metadata={"help": "Output folder: data/*.parquet, README.md (dataset card), summary."})
+    device: str = field(default="cpu", metadata={"help": "Where the images are embedded and mined: cpu, cuda, ..."})
+    batch_size: int = field(default=32, metadata={"help": "Images per forward pass when embedding."})
     agent: str = field(
         default="transformers",
         metadata={"help": "Agent backend: transformers, openai, or a registered name (e.g. scene)."},
@@ -148,24 +152,30 @@ def main(argv: list[str] | None = None) -> int:
             agent_model=args.agent_model, agent_mode=args.agent_mode, prompt_version=args.prompt_version,
             max_new_tokens=args.max_new_tokens, max_images=args.max_images, per_class=args.per_class,
             sample_seed=args.sample_seed, verify=args.verify, pairs_per_shard=args.pairs_per_shard,
-            allow_failures=args.allow_failures, overwrite=args.overwrite,
+            allow_failures=args.allow_failures, overwrite=args.overwrite, device=args.device,
+            embedding_batch_size=args.batch_size,
         )  # fmt: skip
         builder.download_and_prepare(num_proc=args.num_proc)
     except KeyboardInterrupt:
+        _close_progress_bars()
         print(f"build-triplets: interrupted; the answers received are cached, nothing final was written; {resume}")
         return 130
     except IncompleteBuildError as error:
+        _close_progress_bars()
         print(f"build-triplets: {error}; {resume}", file=sys.stderr)
         return 1
     except AgentError as error:
+        _close_progress_bars()
         print(f"build-triplets: agent failed: {error}; {resume}", file=sys.stderr)
         return 1
     except (ValueError, KeyError, OSError) as error:  # inputs: one line naming them, no traceback
+        _close_progress_bars()
         print(f"build-triplets: error: {error.args[0] if isinstance(error, KeyError) else error}", file=sys.stderr)
         return 2
     summary = builder.build_summary()
     if summary["triplets"] == 0:
-        print(f"build-triplets: 0 triplets: every pair was rejected ({_rejections(summary)})", file=sys.stderr)
+        why = f"every pair was rejected ({_rejections(summary)})" if summary["pairs_mined"] else "no pair was mined"
+        print(f"build-triplets: 0 triplets: {why}", file=sys.stderr)
         return 1
     dataset = builder.as_dataset(split="train")
     export_triplets(
@@ -183,14 +193,25 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _close_progress_bars() -> None:
+    """Close the progress bars an error left open, so that the one-line message starts on a line of its own."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
 def _rejections(summary: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in summary["rejected"].items()) or "none"
 
 
 def _format_summary(summary: dict, output) -> str:
+    unreadable = summary.get("unreadable_folders") or []
     lines = [
         f"images: {summary['images_found']} found, {summary['images_skipped']} skipped, "
-        f"{summary['duplicates']} duplicates",
+        f"{summary['duplicates']} duplicates"
+        + (f"; {len(unreadable)} unreadable folder(s) left out: " if unreadable else "")
+        + ", ".join(f"{name} ({reason})" for name, reason in unreadable),
         f"pairs mined: {summary['pairs_mined']}",
         f"agent: {summary['agent_calls']} calls made, {summary['agent_cached']} cached, "
         f"{summary['agent_failed']} failed  {json.dumps(summary['agent_calls_by_step'])}",

@@ -22,7 +22,7 @@ Prints ONE JSON object on stdout (percentages):
 Example:
 
 ```bash
-mra-cir evaluate-rankings --benchmark cirr --annotations ../shared/benchmarks/cirr --rankings val_recall.json
+mra-cir evaluate-rankings --benchmark cirr --annotations data/cirr_dataset --rankings val_recall.json
 ```
 """
 

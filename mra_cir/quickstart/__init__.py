@@ -5,12 +5,13 @@
 
 from __future__ import annotations
 
-from .arguments import ABLATION_WINDOWS, QuickstartArguments, parse_window, scale_window
+from .arguments import ABLATION_WINDOWS, STAND_IN, QuickstartArguments, parse_window, scale_window
 from .benchmarks import BENCHMARK_KEYS, METHODS
 from .pipeline import run_quickstart
 
 __all__ = [
     "ABLATION_WINDOWS",
+    "STAND_IN",
     "BENCHMARK_KEYS",
     "METHODS",
     "QuickstartArguments",

@@ -1,10 +1,9 @@
 """`QuickstartArguments`: the options of `mra-cir quickstart` / `examples/quickstart.py`, and the mining windows.
 
 Rank windows are given in the paper's ranks (51-60 of ~1.2M ImageNet images) and scaled linearly with the pool size
-relative to `--window_reference_pool_size` (default 2000, the default pool, where the paper's numbers are used as they
-are): a literal fraction of 1.2M would put every window at rank 1 of a few thousand images, erasing the difference
-between "near-duplicate" and "related but different" that the window is about. The default pool covers about half of
-the ~2,450 possible scene graphs. Measured on one seed (stage-1 embeddings, max-sim over token pairs), the agent's
+relative to `--window_reference_pool_size` (default 2000, where the paper's numbers are used as they are): a literal
+fraction of 1.2M would put every window at rank 1 of a few thousand images, erasing the difference between
+"near-duplicate" and "related but different" that the window is about. Measured on one seed (stage-1 embeddings, max-sim over token pairs), the agent's
 texts for rank-1 pairs were 11% "no change", 34% one change and 55% two changes; for ranks 51-60, 1% / 19% / 80%; for
 random pairs mostly two or three changes.
 """
@@ -13,36 +12,65 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
 #: the ablation's windows in the paper's ranks (the paper's sweep, "random" = uniform over the whole pool)
 ABLATION_WINDOWS = ("1,1", "11,20", "31,40", "51,60", "91,100", "random")
+#: the shipped stand-in for pretrained BLIP-2 (a model folder: `MraCirModel.from_pretrained(STAND_IN)`), made by
+#: `mra-cir pretrain-stand-in` (its `README.md` card says how, on what and how long)
+STAND_IN = Path(__file__).parent / "stand_in"
+#: the seeds of the default run (`mra-cir quickstart`, `make quickstart`): the README's table
+DEFAULT_SEEDS = (0, 1, 2)
 
 
 @dataclass
 class QuickstartArguments:
-    """Options of `mra-cir quickstart` / `examples/quickstart.py` (sizes left unset take the default or `--fast` one)."""
+    """Options of `mra-cir quickstart` / `examples/quickstart.py` (sizes left unset take the defaults below)."""
 
-    seed: int = field(default=0, metadata={"help": "Seed of the world, the models, the mining and the agent."})
+    seed: int | None = field(
+        default=None,
+        metadata={"help": "One run with this seed of the world, the mining, the agent and training (default 0)."},
+    )
     output_dir: str = field(default="quickstart_output", metadata={"help": "Where results, plots and caches go."})
-    fast: bool = field(default=False, metadata={"help": "Smaller world and fewer steps (~3 min; CI), no ablation."})
-    seeds: list[int] = field(
-        default_factory=list,
+    fast: bool = field(default=False, metadata={"help": "One seed (--seed, default 0) instead of the 3-seed table."})
+    seeds: list[int] | None = field(
+        default=None,
         metadata={
             "help": "Run the quickstart for each of these seeds (into <output_dir>/seed_<S>) and write one table of "
-            "mean and spread per method and benchmark (seeds.json, seeds.md); --seed is then ignored."
+            "mean and spread per method and benchmark (seeds.json, seeds.md). Default (no --fast, no --seed): 0 1 2."
         },
     )
-    pool_size: int | None = field(default=None, metadata={"help": "Pool images (default 2000; fast 600)."})
+    seed_workers: int = field(
+        default=2,
+        metadata={"help": "Processes that run the seeds of --seeds side by side (results do not depend on it)."},
+    )
+    stand_in: str | None = field(
+        default=None,
+        metadata={
+            "help": "The pretrained stand-in for BLIP-2 that the method starts from: a model folder "
+            "(default: the one shipped with the package, mra_cir.quickstart.STAND_IN, made by mra-cir pretrain-stand-in)."
+        },
+    )
+    pretrain_from_scratch: bool = field(
+        default=False,
+        metadata={
+            "help": "Pretrain a small stand-in inside the run instead (stage 1: the --stage1_* and size options below "
+            "apply only then)."
+        },
+    )
+    pool_size: int | None = field(default=None, metadata={"help": "Pool images (default 2000)."})
     num_queries: int | None = field(
-        default=None, metadata={"help": "Queries of the single-edit diagnostic (default 200; fast 100)."}
+        default=None, metadata={"help": "Queries of the single-edit diagnostic (default 100)."}
     )
     cirr_queries: int = field(default=400, metadata={"help": "Queries of the CIRR-style benchmark."})
     circo_queries: int = field(default=200, metadata={"help": "Queries of the CIRCO-style benchmark."})
     image_size: int = field(default=32, metadata={"help": "Image side in pixels (the model's image size)."})
-    stage1_steps: int | None = field(default=None, metadata={"help": "Stage-1 steps (default 6000; fast 2400)."})
-    train_steps: int | None = field(default=None, metadata={"help": "MRA training steps (default 500; fast 600)."})
+    stage1_steps: int | None = field(
+        default=None, metadata={"help": "Stage-1 steps with --pretrain_from_scratch (default 2400)."}
+    )
+    train_steps: int | None = field(default=None, metadata={"help": "MRA training steps (default 300)."})
     hidden_size: int = field(default=64, metadata={"help": "Width of the ViT and the Q-Former."})
     num_layers: int = field(default=2, metadata={"help": "Layers of the ViT (and of the Q-Former, see below)."})
     qformer_layers: int | None = field(
@@ -79,8 +107,8 @@ class QuickstartArguments:
     stage1_corpus_size: int | None = field(
         default=None,
         metadata={
-            "help": "Stage-1 captioned corpus size, drawn apart from the pool (0: the pool's own captions; default 0; "
-            "fast 10000: the fast run's 600-image pool is too small a caption corpus for its stand-in)."
+            "help": "Stage-1 captioned corpus size with --pretrain_from_scratch, drawn apart from the pool (0: the "
+            "pool's own captions; default 10000)."
         },
     )
     stage1_edit_pairs: bool = field(
@@ -90,6 +118,13 @@ class QuickstartArguments:
         },
     )
     learning_rate: float = field(default=1e-3, metadata={"help": "MRA training (stage 2) learning rate."})
+    group_by_reference: bool = field(
+        default=True,
+        metadata={
+            "help": "MRA training batches keep each reference's triplets together (MraCirTrainingArguments."
+            "group_by_reference: its other targets are the in-batch negatives the text must tell apart)."
+        },
+    )
     targets_per_reference: int = field(default=3, metadata={"help": "Targets mined per pool image (in the window)."})
     mining_reduce: str = field(
         default="max", metadata={"help": "Token similarity for mining: max (the paper) or mean_max (ColBERT-style)."}
@@ -97,8 +132,8 @@ class QuickstartArguments:
     num_triplets: int | None = field(
         default=None,
         metadata={
-            "help": "Triplets trained on, for every window (default 90 percent of the pool size; fast 90 percent of "
-            "what the window mines, pool size x targets per reference)."
+            "help": "Triplets trained on, for every window (default 90 percent of what the window mines: pool size x "
+            "targets per reference)."
         },
     )
     temperature_min: float = field(
@@ -109,8 +144,8 @@ class QuickstartArguments:
     window_reference_pool_size: int = field(
         default=2000, metadata={"help": "Pool size at which paper ranks are used unscaled (linear scaling)."}
     )
-    ablation: bool | None = field(
-        default=None, metadata={"help": "Run the window ablation (default: on; off in fast)."}
+    ablation: bool = field(
+        default=False, metadata={"help": "Also run the window ablation (the paper's windows, scored on CIRR-style)."}
     )
     num_threads: int = field(default=1, metadata={"help": "torch CPU threads (1 is fastest for these tiny models)."})
     window_workers: int = field(
@@ -131,17 +166,26 @@ class QuickstartArguments:
     show_progress: bool = field(default=True, metadata={"help": "Progress bars."})
 
     def __post_init__(self):
-        fast = self.fast
-        self.pool_size = self.pool_size or (600 if fast else 2000)
-        self.num_queries = self.num_queries or (100 if fast else 200)
-        self.stage1_steps = self.stage1_steps or (2400 if fast else 6000)
-        self.train_steps = self.train_steps or (600 if fast else 500)
+        from mra_cir.dataset_builders.synthetic_world.pretraining_corpus import PRETRAINING_SEED_BASE
+
+        if self.seeds is None:
+            self.seeds = [] if (self.fast or self.seed is not None) else list(DEFAULT_SEEDS)
+        self.seed = 0 if self.seed is None else self.seed
+        if any(s >= PRETRAINING_SEED_BASE for s in [self.seed, *self.seeds]):
+            raise ValueError(f"seeds from {PRETRAINING_SEED_BASE} on are reserved for pretraining the stand-in")
+        if self.stand_in is not None and self.pretrain_from_scratch:
+            raise ValueError("--stand_in and --pretrain_from_scratch exclude each other")
+        self.pool_size = self.pool_size or 2000
+        self.num_queries = self.num_queries or 100
+        self.stage1_steps = self.stage1_steps or 2400
+        self.train_steps = self.train_steps or 300
         if self.stage1_corpus_size is None:
-            self.stage1_corpus_size = 10000 if fast else 0
-        mined = self.pool_size * self.targets_per_reference if fast else self.pool_size
-        self.num_triplets = self.num_triplets or int(0.9 * mined)
-        self.ablation = (not fast) if self.ablation is None else self.ablation
+            self.stage1_corpus_size = 10000
+        self.num_triplets = self.num_triplets or int(0.9 * self.pool_size * self.targets_per_reference)
+        self.ablation = bool(self.ablation)
         parse_window(self.window)
+        if self.seed_workers < 1:
+            raise ValueError(f"--seed_workers must be >= 1, got {self.seed_workers}")
         if any(seed < 0 for seed in self.seeds) or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"--seeds must be distinct non-negative integers, got {self.seeds}")
         if self.pool_size < 20:
@@ -156,7 +200,7 @@ class QuickstartArguments:
             raise ValueError(f"--stage1_corpus_size must be 0 (the pool) or >= 2, got {self.stage1_corpus_size}")
         if self.stage1_edit_pairs and not self.stage1_corpus_size:
             raise ValueError("--stage1_edit_pairs needs --stage1_corpus_size (edit pairs are drawn for that corpus)")
-        from mra_cir.trainers.stage1_pretraining import ITM_NEGATIVES
+        from mra_cir.quickstart.stage1 import ITM_NEGATIVES
 
         if self.stage1_itm_negatives not in ITM_NEGATIVES:
             raise ValueError(
@@ -202,4 +246,4 @@ def scale_window(window: str, pool_size: int, reference_pool_size: int) -> tuple
     return q1, q2
 
 
-__all__ = ["ABLATION_WINDOWS", "QuickstartArguments", "parse_window", "scale_window"]
+__all__ = ["ABLATION_WINDOWS", "DEFAULT_SEEDS", "STAND_IN", "QuickstartArguments", "parse_window", "scale_window"]

@@ -1,9 +1,10 @@
 """The offline quickstart: the whole MRA-CIR pipeline on the synthetic world, on a CPU, in minutes.
 
-build the world -> stage 1 (BLIP-2's image-text contrastive objective, with its matching and captioning objectives as
-options: the stand-in for pretrained BLIP-2) -> zero-shot baselines on the benchmark -> embed + mine the pool with the
-rank window -> scene agent (captions, modification texts) -> triplets through the real builder (`MraTriplets`) ->
-`MraCirTrainer` -> evaluate; plus the window ablation (same number of triplets and steps per window). Writes
+build the world -> load the pretrained backbone (the shipped stand-in for BLIP-2, [`~mra_cir.quickstart.STAND_IN`];
+or stage 1 from scratch with `--pretrain_from_scratch`) -> zero-shot baselines on the benchmarks -> embed + mine the pool
+with the rank window -> scene agent (captions, modification texts) -> triplets through the real builder
+(`MraTriplets`) -> `MraCirTrainer` -> evaluate; plus, with `--ablation`, the window ablation (same number of triplets
+and steps per window). Writes
 `results.json`, `results.png` and prints a table. The stages are in [`.stages`], the benchmarks' scoring (the real
 evaluators on the world's exported benchmarks) in [`.benchmarks`], the windows' training in [`.windows`], the report
 in [`.report`].
@@ -13,16 +14,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
 import torch
 
+from mra_cir.modeling_mra_cir import MraCirModel
+
 from .arguments import ABLATION_WINDOWS, QuickstartArguments, scale_window
 from .benchmarks import METHODS, evaluate_methods, export_benchmarks
+from .phrasing import export_variants, score_variants
 from .report import ABLATION_BENCHMARK, plot_results, print_report, results_dict
-from .stages import build_quickstart_world, build_triplets, export_pool, run_stage1, stage1_model_and_processor
+from .stages import build_quickstart_world, build_triplets, export_pool, load_backbone
 from .windows import run_windows
 
 
@@ -68,6 +71,7 @@ def mine_and_build(args: QuickstartArguments, world, stage1_dir: Path, out: Path
 def run_quickstart(args: QuickstartArguments) -> dict:
     """Run the whole pipeline for `args.seed`; write `results.json` and `results.png` under `args.output_dir`; return
     the results (several seeds: [`.seeds.run_seeds`])."""
+    _quiet_transformers()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -81,15 +85,16 @@ def run_quickstart(args: QuickstartArguments) -> dict:
     features_cache = out / "cache" / "gallery_features"
     clock.lap("world")
 
-    model, processor = stage1_model_and_processor(args)
-    stage1 = run_stage1(args, model, processor, world)
-    stage1_dir = out / "stage1_model"
+    model, processor, stage1 = load_backbone(args, world)
+    stage1_dir = out / "stage1_model"  # the model before MRA (the app compares with it)
     model.save_pretrained(stage1_dir)
     processor.save_pretrained(stage1_dir)
-    clock.lap("stage1_alignment")
+    clock.lap("backbone")
 
     baselines = tuple(m for m in METHODS if m != "mra_trained")
     evaluations = evaluate_methods(model, processor, folders, features_cache, baselines)
+    variants = export_variants(world, out / "benchmarks" / "cirr_style_rephrased")
+    phrasing = {"backbone": score_variants(model, processor, variants, features_cache)}
     clock.lap("baselines")
 
     built = mine_and_build(args, world, stage1_dir, out)
@@ -119,19 +124,25 @@ def run_quickstart(args: QuickstartArguments) -> dict:
             "train_loss": round(result["train"]["train_loss"], 4),
         }
         clock.timings[f"train_eval_{window}"] = result["seconds"]
+    trained = MraCirModel.from_pretrained(out / "mra_model").to(args.device).eval()
+    phrasing["mra_trained"] = score_variants(trained, processor, variants, out / "cache" / "gallery_features_mra")
     clock.lap("train_eval_all_windows")
     clock.total()
 
     results = results_dict(args, evaluations, world, model, stage1, built[args.window], ablation, clock.timings)
+    results["cirr_style_rephrased"] = phrasing
     (out / "results.json").write_text(json.dumps(results, indent=2))
     plot_results(results, out / "results.png")
     print_report(results, args, out)
     return results
 
 
-def clean_caches(output_dir: str | Path) -> None:
-    """Delete the quickstart's caches (world, exported images, triplets, gallery features) under `output_dir`."""
-    shutil.rmtree(Path(output_dir) / "cache", ignore_errors=True)
+def _quiet_transformers() -> None:
+    """Loading the shipped folders prints nothing a user must act on (weight-loading bars, offline warnings)."""
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
 
 
-__all__ = ["clean_caches", "mine_and_build", "run_quickstart"]
+__all__ = ["mine_and_build", "run_quickstart"]

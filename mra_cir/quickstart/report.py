@@ -12,7 +12,6 @@ import torch
 
 from .arguments import QuickstartArguments
 from .benchmarks import BENCHMARK_KEYS, METHODS
-from .stages import EMBED_DIM
 
 #: the benchmark the window ablation is scored on
 ABLATION_BENCHMARK = "cirr_style"
@@ -106,23 +105,21 @@ def results_dict(
             **asdict(args),
             "window_in_pool": main["window_in_pool"],
             "model": {
-                "hidden_size": args.hidden_size,
-                "vit_layers": args.num_layers,
-                "qformer_layers": args.qformer_layers or args.num_layers,
-                "query_tokens": args.num_query_tokens,
-                "embed_dim": EMBED_DIM,
-                "patch_size": args.patch_size,
+                "vision_hidden_size": model.config.vision_config.hidden_size,
+                "vit_layers": model.config.vision_config.num_hidden_layers,
+                "hidden_size": model.config.qformer_config.hidden_size,
+                "qformer_layers": model.config.qformer_config.num_hidden_layers,
+                "query_tokens": model.config.num_query_tokens,
+                "embed_dim": model.config.image_text_hidden_size,
+                "patch_size": model.config.vision_config.patch_size,
                 "parameters": sum(p.numel() for p in model.parameters()),
             },
             "world": world.settings,
         },
-        "stage1": {
-            **{k: v for k, v in stage1.items() if k != "arguments"},
-            "batch_size": stage1["arguments"]["batch_size"],
-        },
+        "backbone": {k: v for k, v in stage1.items() if k != "arguments"},
         "triplets": {"budget_per_window": args.num_triplets, "builder_summary": _jsonable(main["summary"])},
         "window_ablation": ablation if args.ablation else {},
-        "window_ablation_note": None if args.ablation else "skipped (--fast or --ablation false)",
+        "window_ablation_note": None if args.ablation else "skipped (run with --ablation)",
         "timings_s": timings,
         "environment": {
             "torch": torch.__version__,
@@ -157,10 +154,20 @@ def print_report(results: dict, args: QuickstartArguments, out: Path) -> None:
         print()
         title = f"Window ablation on the CIRR-style benchmark ({args.num_triplets} triplets, {args.train_steps} steps)"
         print(format_table(results["window_ablation"], title, keys=BENCHMARK_KEYS[ABLATION_BENCHMARK]))
-    else:
-        print("\nwindow ablation: skipped (--fast or --ablation false)")
+    rephrased = results.get("cirr_style_rephrased")
+    if rephrased:
+        print(
+            f"\nCIRR-style, the same queries rephrased (R@1 / R@10): the backbone queried with the target's caption "
+            f"{_pair(rephrased['backbone']['target_caption'])} (the ceiling); MRA-trained on the agent's phrasing "
+            f"{_pair(rephrased['mra_trained']['agent'])} (held-out phrasing: "
+            f"{_pair(results['benchmarks']['cirr_style']['methods']['mra_trained'])})"
+        )
     print(f"\nresults: {out / 'results.json'}\nplot:    {out / 'results.png'}\nmodel:   {out / 'mra_model'}")
     print(f"total time: {results['timings_s']['total']:.0f} s")
+
+
+def _pair(metrics: dict) -> str:
+    return f"{metrics['R@1']:.1f} / {metrics['R@10']:.1f}"
 
 
 def _jsonable(data):

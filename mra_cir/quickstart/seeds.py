@@ -1,5 +1,6 @@
-"""Several seeds at once (`mra-cir quickstart --seeds 0 1 2`): one run per seed, then one table of mean and spread per
-method and benchmark, and the margin of the MRA-trained model over the best baseline on the headline metrics.
+"""Several seeds at once (`mra-cir quickstart`, the default run: seeds 0, 1, 2; or `--seeds ...`): one run per seed,
+then one table of mean and spread per method and benchmark, and the margin of the MRA-trained model over the best
+baseline on the headline metrics.
 
 Writes `<output_dir>/seed_<S>/` (each a full quickstart run), `<output_dir>/seeds.json` and `<output_dir>/seeds.md`
 (the Markdown table the README shows).
@@ -12,7 +13,7 @@ import json
 import statistics
 from pathlib import Path
 
-from .arguments import QuickstartArguments
+from .arguments import DEFAULT_SEEDS, QuickstartArguments
 from .benchmarks import BENCHMARK_KEYS, METHODS
 from .pipeline import run_quickstart
 
@@ -57,13 +58,42 @@ def summarize(runs: dict[int, dict]) -> dict:
             "wins_on_every_seed": all(d > 0 for d in per_seed),
             "margin_per_seed": [round(d, 2) for d in per_seed],
         }
-    return {"seeds": seeds, "table": table, "margins": margins}
+    summary = {"seeds": seeds, "table": table, "margins": margins}
+    if all("cirr_style_rephrased" in runs[s] for s in seeds):
+        summary["cirr_style_r1"] = _r1_profile(runs, seeds, table)
+    return summary
 
 
-def markdown(summary: dict, fast: bool) -> str:
+def _r1_profile(runs: dict[int, dict], seeds: list[int], table: dict) -> dict:
+    """CIRR-style R@1 against the real benchmarks' profile: MRA-trained's mean over the best other method's, and over
+    the target-caption ceiling (the backbone queried with the target's caption); plus MRA-trained on the agent's
+    phrasing of the same queries."""
+
+    def mean(who: str, variant: str) -> float:
+        return round(statistics.fmean(runs[s]["cirr_style_rephrased"][who][variant]["R@1"] for s in seeds), 2)
+
+    cells = table["cirr_style"]
+    mra = cells["mra_trained"]["R@1"]["mean"]
+    best = max((m for m in METHODS if m != "mra_trained"), key=lambda m: cells[m]["R@1"]["mean"])
+    ceiling = mean("backbone", "target_caption")
+    return {
+        "mra_trained": mra,
+        "best_other": best,
+        "best_other_r1": cells[best]["R@1"]["mean"],
+        "ratio_to_best_other": round(mra / max(cells[best]["R@1"]["mean"], 1e-9), 2),
+        "target_caption_ceiling": ceiling,
+        "fraction_of_ceiling": round(mra / max(ceiling, 1e-9), 2),
+        "mra_trained_agent_phrasing": mean("mra_trained", "agent"),
+    }
+
+
+def markdown(summary: dict) -> str:
     """The summary as Markdown tables (mean ± std over the seeds), the CIRR-style benchmark first."""
     seeds = ", ".join(str(s) for s in summary["seeds"])
-    command = f"mra-cir quickstart {'--fast ' if fast else ''}--seeds {' '.join(str(s) for s in summary['seeds'])}"
+    if tuple(summary["seeds"]) == DEFAULT_SEEDS:
+        command = "mra-cir quickstart"
+    else:
+        command = f"mra-cir quickstart --seeds {' '.join(str(s) for s in summary['seeds'])}"
     lines = [f"Seeds {seeds}; mean ± std, percent; `{command}`.", ""]
     for benchmark, keys in BENCHMARK_KEYS.items():
         lines += [
@@ -80,21 +110,52 @@ def markdown(summary: dict, fast: bool) -> str:
                 row, name = [f"**{c}**" for c in row], f"**{name}**"
             lines.append(f"| {name} | " + " | ".join(row) + " |")
         lines.append("")
+    profile = summary.get("cirr_style_r1")
+    if profile:
+        lines.append(
+            f"CIRR-style R@1: MRA-trained {profile['mra_trained']:.1f} is {profile['ratio_to_best_other']:.2f} x the "
+            f"best other method ({profile['best_other'].replace('_', ' ')}, {profile['best_other_r1']:.1f}) and "
+            f"{profile['fraction_of_ceiling']:.2f} x the target-caption ceiling ({profile['target_caption_ceiling']:.1f}: "
+            f"the backbone queried with the target's own caption); on the same queries in the agent's phrasing "
+            f"MRA-trained reaches {profile['mra_trained_agent_phrasing']:.1f}."
+        )
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _run_one(args: QuickstartArguments) -> tuple[int, dict]:
+    return args.seed, run_quickstart(args)
+
+
 def run_seeds(args: QuickstartArguments) -> dict:
-    """Run the quickstart for each of `args.seeds` and write `seeds.json` and `seeds.md` under `args.output_dir`."""
+    """Run the quickstart for each of `args.seeds` (in `args.seed_workers` spawned processes side by side; each run is
+    the same whichever process runs it) and write `seeds.json` and `seeds.md` under `args.output_dir`."""
     out = Path(args.output_dir)
-    runs = {}
-    for seed in args.seeds:
-        one = dataclasses.replace(args, seed=seed, seeds=[], output_dir=str(out / f"seed_{seed}"))
-        print(f"[quickstart] seed {seed} -> {one.output_dir}", flush=True)
-        runs[seed] = run_quickstart(one)
+    workers = min(args.seed_workers, len(args.seeds))
+    jobs = [
+        dataclasses.replace(
+            args,
+            seed=seed,
+            seeds=[],
+            output_dir=str(out / f"seed_{seed}"),
+            show_progress=args.show_progress and workers == 1,
+            window_workers=args.window_workers if workers == 1 else 1,
+        )
+        for seed in args.seeds
+    ]
+    for job in jobs:
+        print(f"[quickstart] seed {job.seed} -> {job.output_dir}", flush=True)
+    if workers <= 1:
+        runs = dict(_run_one(job) for job in jobs)
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            runs = dict(pool.map(_run_one, jobs))
     summary = summarize(runs)
     out.mkdir(parents=True, exist_ok=True)
     (out / "seeds.json").write_text(json.dumps(summary, indent=2))
-    table = markdown(summary, args.fast)
+    table = markdown(summary)
     (out / "seeds.md").write_text(table)
     print()
     print(table)
@@ -102,6 +163,13 @@ def run_seeds(args: QuickstartArguments) -> dict:
         print(
             f"{name}: mra_trained - {margin['best_baseline']} = {margin['margin']:+.2f} (spread {margin['spread']:.2f}; "
             f"per seed {margin['margin_per_seed']})"
+        )
+    profile = summary.get("cirr_style_r1")
+    if profile:
+        print(
+            f"cirr_style/R@1: mra_trained {profile['mra_trained']:.1f} = {profile['ratio_to_best_other']:.2f} x "
+            f"{profile['best_other']} and {profile['fraction_of_ceiling']:.2f} x the target-caption ceiling "
+            f"({profile['target_caption_ceiling']:.1f}); on the agent's phrasing {profile['mra_trained_agent_phrasing']:.1f}"
         )
     print(f"\nsummary: {out / 'seeds.json'}\ntable:   {out / 'seeds.md'}")
     return summary

@@ -1,5 +1,6 @@
-"""The quickstart's stages as functions: the world, stage 1 (the stand-in for pretrained BLIP-2), the pool as an image
-folder, triplets through the real builder (`MraTriplets` with the scene agent), and MRA training (`MraCirTrainer`).
+"""The quickstart's stages as functions: the world, the pretrained backbone (the shipped stand-in for BLIP-2, or stage 1
+from scratch), the pool as an image folder, triplets through the real builder (`MraTriplets` with the scene agent),
+and MRA training (`MraCirTrainer`).
 
 Each stage calls the library; `pipeline.run_quickstart` runs them in order.
 """
@@ -27,6 +28,46 @@ def build_quickstart_world(args: QuickstartArguments):
         cirr_queries=args.cirr_queries,
         circo_queries=args.circo_queries,
     )
+
+
+def load_backbone(args: QuickstartArguments, world) -> tuple[object, object, dict]:
+    """The pretrained model MRA starts from -> `(model, processor, summary)`: the stand-in (`args.stand_in`, default
+    the shipped [`~mra_cir.quickstart.STAND_IN`]) loaded like any checkpoint, or, with `--pretrain_from_scratch`, a
+    small model pretrained here by stage 1 ([`run_stage1`])."""
+    import json
+
+    from mra_cir.modeling_mra_cir import MraCirModel, MraCirProcessor
+
+    from .arguments import STAND_IN
+
+    if args.pretrain_from_scratch:
+        model, processor = stage1_model_and_processor(args)
+        summary = run_stage1(args, model, processor, world)
+        return (
+            model,
+            processor,
+            {
+                "kind": "pretrained from scratch (stage 1)",
+                **summary,
+                "batch_size": summary["arguments"]["batch_size"],
+            },
+        )
+    folder = Path(args.stand_in or STAND_IN)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"--stand_in {folder}: no config.json there (a folder written by save_pretrained)")
+    model = MraCirModel.from_pretrained(folder).to(args.device).eval()
+    processor = MraCirProcessor.from_pretrained(folder)
+    card = folder / "pretraining.json"
+    pretraining = json.loads(card.read_text()) if card.is_file() else {}
+    summary = {
+        "kind": "pretrained stand-in",
+        "path": str(folder),
+        "steps": pretraining.get("steps"),
+        "seconds": pretraining.get("seconds"),
+        "device": pretraining.get("device"),
+        "model_sha256": pretraining.get("model_sha256"),
+    }
+    return model, processor, summary
 
 
 def stage1_model_and_processor(args: QuickstartArguments):
@@ -62,7 +103,7 @@ def stage1_model_and_processor(args: QuickstartArguments):
 def run_stage1(args: QuickstartArguments, model, processor, world) -> dict:
     """Stage 1: BLIP-2-style image-text pre-training on the pool's captions (or a separate captioned corpus), in
     place; returns the summary of `align_image_text`."""
-    from mra_cir.trainers.stage1_pretraining import AlignmentArguments, align_image_text
+    from mra_cir.quickstart.stage1 import AlignmentArguments, align_image_text
 
     if args.stage1_corpus_size:
         from mra_cir.dataset_builders.synthetic_world import generate_alignment_corpus
@@ -148,6 +189,7 @@ def train_mra(args: QuickstartArguments, model, processor, triplets, output_dir:
         use_cpu=args.device == "cpu",
         dataloader_num_workers=0,
         cache_vit_outputs=True,
+        group_by_reference=args.group_by_reference,
         disable_tqdm=not args.show_progress,
     )
     trainer = MraCirTrainer(model, training_args, train_dataset=triplets, processing_class=processor)

@@ -240,7 +240,7 @@ def test_the_quickstart_run_is_served_with_its_stage1_model_and_examples(app_fil
     bench = _fake_quickstart(tmp_path, app_files)
     assert benchmark_examples(bench) == [("000000000005.png", "make it red")]
     engine = load_engine(AppArguments(quickstart_dir=str(tmp_path)))
-    assert [m.name for m in engine.models] == ["MRA-trained", "stage 1 (before MRA)"]
+    assert [m.name for m in engine.models] == ["MRA-trained", "stand-in (before MRA)"]
     assert engine.examples == [("000000000005.png", "make it red")]
     assert len(engine.models[0].index) == 16 and (tmp_path / "gallery_index" / STAMP_FILE).is_file()
     assert (tmp_path / "gallery_index_stage1" / STAMP_FILE).is_file()

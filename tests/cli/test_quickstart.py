@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from mra_cir.quickstart import BENCHMARK_KEYS, METHODS, QuickstartArguments, parse_window, scale_window
+from mra_cir.quickstart import BENCHMARK_KEYS, METHODS, STAND_IN, QuickstartArguments, parse_window, scale_window
 
 
 def test_window_scaling():
@@ -30,8 +30,8 @@ def test_stage1_and_baselines_are_reproducible(tmp_path):
     from mra_cir.dataset_builders.synthetic_world.scene_agent import agent_texts
     from mra_cir.modeling_mra_cir import MraCirModel
     from mra_cir.quickstart.benchmarks import evaluate_methods, export_benchmarks
+    from mra_cir.quickstart.stage1 import AlignmentArguments, align_image_text
     from mra_cir.tiny import offline_processor, tiny_config
-    from mra_cir.trainers.stage1_pretraining import AlignmentArguments, align_image_text
 
     world = build_world(seed=0, pool_size=40, num_queries=6, cirr_queries=16, circo_queries=6, cache_dir=tmp_path)
     processor = offline_processor(32, texts=world_texts() + agent_texts(), vocab_size=512)
@@ -56,15 +56,23 @@ def test_stage1_and_baselines_are_reproducible(tmp_path):
         assert all(0 <= r1[benchmark][m][k] <= 100 for m in r1[benchmark] for k in keys)
 
 
-def test_fast_quickstart_mra_beats_every_baseline(tmp_path):
-    """The CI check: `quickstart --fast` (seed 0) trains through the real builder and trainer, scores the world's three
-    benchmarks with the real evaluators, and the MRA-trained query beats every baseline on the CIRR-style benchmark at
-    R@10 and on the CIRCO-style one at mAP@10 (CPU runs are deterministic for a seed)."""
+@pytest.fixture(scope="module")
+def fast_run(tmp_path_factory):
+    """`mra-cir quickstart --fast` (seed 0) on the shipped stand-in, once for the tests below."""
     from mra_cir.commands.quickstart import main
 
+    out = tmp_path_factory.mktemp("fast")
     torch.set_num_threads(1)
-    assert main(["--fast", "--output_dir", str(tmp_path), "--show_progress", "false"]) == 0
-    results = json.loads((tmp_path / "results.json").read_text())
+    assert main(["--fast", "--output_dir", str(out), "--show_progress", "false"]) == 0
+    return out
+
+
+def test_fast_quickstart_mra_beats_every_baseline(fast_run):
+    """The CI check: `quickstart --fast` (seed 0) starts from the shipped stand-in, trains through the real builder and
+    trainer, scores the world's three benchmarks with the real evaluators, and the MRA-trained query beats every
+    baseline on the CIRR-style benchmark at R@1 and R@10 and on the CIRCO-style one at mAP@10 (CPU runs are
+    deterministic for a seed)."""
+    results = json.loads((fast_run / "results.json").read_text())
     assert list(results["benchmarks"]) == list(BENCHMARK_KEYS)
     for benchmark, keys in BENCHMARK_KEYS.items():
         methods = results["benchmarks"][benchmark]["methods"]
@@ -73,14 +81,42 @@ def test_fast_quickstart_mra_beats_every_baseline(tmp_path):
     cirr = results["benchmarks"]["cirr_style"]["methods"]
     circo = results["benchmarks"]["circo_style"]["methods"]
     for baseline in METHODS[:-1]:
+        assert cirr["mra_trained"]["R@1"] > cirr[baseline]["R@1"], baseline
         assert cirr["mra_trained"]["R@10"] > cirr[baseline]["R@10"], baseline
         assert circo["mra_trained"]["mAP@10"] > circo[baseline]["mAP@10"], baseline
+    assert results["backbone"]["kind"] == "pretrained stand-in" and results["backbone"]["path"] == str(STAND_IN)
     assert results["triplets"]["budget_per_window"] == QuickstartArguments(fast=True).num_triplets
-    assert (tmp_path / "results.png").stat().st_size > 1000
+    assert (fast_run / "results.png").stat().st_size > 1000
     assert results["window_ablation"] == {} and "skipped" in results["window_ablation_note"]
     assert QuickstartArguments(fast=True).pool_size == results["settings"]["pool_size"]
     for name in ("cirr_style", "circo_style", "single_edit"):  # the exported benchmarks, re-scorable by the CLI
-        assert (tmp_path / "benchmarks" / name).is_dir()
+        assert (fast_run / "benchmarks" / name).is_dir()
+    rephrased = results["cirr_style_rephrased"]
+    assert rephrased["backbone"]["target_caption"]["R@10"] > cirr["mra_trained"]["R@10"]  # the ceiling is above
+
+
+def test_the_apps_example_queries_rank_their_targets_higher_after_mra(fast_run):
+    """The app's example queries (the first of the single-edit benchmark) on the default quickstart's model: the
+    MRA-trained composed ranking puts the targets higher than the pretrained stand-in's composed ranking (mean rank,
+    a miss counting 51), through the app's own search path."""
+    from mra_cir.app import AppArguments, load_engine
+
+    engine = load_engine(AppArguments(quickstart_dir=str(fast_run)))
+    assert [m.name for m in engine.models] == ["MRA-trained", "stand-in (before MRA)"]
+    bench = fast_run / "benchmarks" / "single_edit"
+    info = json.loads((bench / "image_info_unlabeled2017.json").read_text())["images"]
+    names = {e["id"]: e["file_name"] for e in info}
+    queries = json.loads((bench / "annotations" / "val.json").read_text())
+    assert [(names[q["reference_img_id"]], q["relative_caption"]) for q in queries[:8]] == list(engine.examples)
+    ranks = {m.name: [] for m in engine.models}
+    for query, (reference, text) in zip(queries, engine.examples):
+        targets = {names[i] for i in query["gt_img_ids"]}
+        picked = engine.reference_from_gallery(reference)
+        for result in engine.search(picked, text, "composed", 50, exclude_id=reference):
+            ranks[result.name].append(next((r + 1 for r, i in enumerate(result.ids) if i in targets), 51))
+    mra, before = ranks["MRA-trained"], ranks["stand-in (before MRA)"]
+    assert sum(mra) < sum(before), ranks
+    assert sum(a < b for a, b in zip(mra, before)) > len(mra) / 2, ranks
 
 
 def test_seeds_table_means_spreads_and_margins(tmp_path):
@@ -100,20 +136,23 @@ def test_seeds_table_means_spreads_and_margins(tmp_path):
     margin = summary["margins"]["cirr_style/R@1"]
     assert margin["best_baseline"] == "composed_untrained" and margin["margin"] == 1.0 and margin["spread"] == 1.0
     assert margin["margin_exceeds_spread"] is False and margin["wins_on_every_seed"] is True
-    table = markdown(summary, fast=True)
-    assert "`mra-cir quickstart --fast --seeds 0 1 2`" in table and "| **mra trained** | **5.0 ± 1.0**" in table
+    table = markdown(summary)
+    assert "`mra-cir quickstart`." in table and "| **mra trained** | **5.0 ± 1.0**" in table
+    assert "`mra-cir quickstart --seeds 3 4`." in markdown(summarize({3: run(0.0), 4: run(1.0)}))
 
 
 @pytest.mark.parametrize(
     "options, message",
     [
         ({"stage1_corpus_size": 1}, "stage1_corpus_size"),
-        ({"stage1_edit_pairs": True}, "needs --stage1_corpus_size"),
+        ({"stage1_edit_pairs": True, "stage1_corpus_size": 0}, "needs --stage1_corpus_size"),
         ({"stage1_itm_negatives": "easy"}, "stage1_itm_negatives"),
         ({"qformer_layers": 0}, "qformer_layers"),
         ({"stage1_batch_size": 1}, "stage1_batch_size"),
         ({"stage1_itg_weight": -1.0}, "stage1_itg_weight"),
         ({"seeds": [1, 1]}, "--seeds"),
+        ({"seed": 1_000_000}, "reserved for pretraining"),
+        ({"stand_in": "x", "pretrain_from_scratch": True}, "exclude each other"),
     ],
 )
 def test_stand_in_options_are_validated(options, message):
@@ -149,7 +188,8 @@ def test_stand_in_options_reach_the_model(tmp_path):
     from mra_cir.modeling_mra_cir import MraCirModel
 
     torch.set_num_threads(1)
-    options = ["--pool_size", "40", "--num_queries", "6", "--stage1_steps", "3", "--train_steps", "2", "--batch_size", "8",
+    options = ["--fast", "--pretrain_from_scratch", "--pool_size", "40", "--num_queries", "6", "--stage1_steps", "3",
+               "--train_steps", "2", "--batch_size", "8",
                "--num_triplets", "16", "--ablation", "false", "--show_progress", "false", "--qformer_layers", "3",
                "--cirr_queries", "16", "--circo_queries", "6",
                "--stage1_corpus_size", "64", "--stage1_edit_pairs", "true", "--stage1_itm_weight", "0",
@@ -157,8 +197,8 @@ def test_stand_in_options_reach_the_model(tmp_path):
     assert main([*options, "--output_dir", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["settings"]["model"]["qformer_layers"] == 3 and results["settings"]["model"]["vit_layers"] == 2
-    assert results["stage1"]["final_itm_loss"] is None and results["settings"]["stage1_corpus_size"] == 64
-    assert results["stage1"]["final_itg_loss"] > 0 and results["stage1"]["batch_size"] == 16
+    assert results["backbone"]["final_itm_loss"] is None and results["settings"]["stage1_corpus_size"] == 64
+    assert results["backbone"]["final_itg_loss"] > 0 and results["backbone"]["batch_size"] == 16
     model = MraCirModel.from_pretrained(tmp_path / "mra_model")
     assert model.config.qformer_config.num_hidden_layers == 3 and model.config.vision_config.num_hidden_layers == 2
     assert results["environment"]["device"] == "cpu"
@@ -169,7 +209,8 @@ def test_window_workers_do_not_change_the_results(tmp_path):
     from mra_cir.commands.quickstart import main
 
     torch.set_num_threads(1)
-    options = ["--pool_size", "40", "--num_queries", "6", "--stage1_steps", "3", "--train_steps", "3", "--batch_size", "8",
+    options = ["--fast", "--pretrain_from_scratch", "--pool_size", "40", "--num_queries", "6", "--stage1_steps", "3",
+               "--train_steps", "3", "--batch_size", "8",
                "--num_triplets", "16", "--ablation", "true", "--show_progress", "false", "--window_reference_pool_size",
                "40", "--cirr_queries", "16", "--circo_queries", "6"]  # fmt: skip
     tables = {}

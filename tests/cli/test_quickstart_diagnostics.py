@@ -40,7 +40,8 @@ def test_diagnostics_agree_with_the_run(tmp_path):
     from mra_cir.commands.quickstart_diagnostics import main as diagnostics
 
     torch.set_num_threads(1)
-    options = ["--pool_size", "60", "--num_queries", "12", "--stage1_steps", "30", "--train_steps", "10",
+    options = ["--fast", "--pretrain_from_scratch", "--pool_size", "60", "--num_queries", "12", "--stage1_steps", "30",
+               "--train_steps", "10",
                "--batch_size", "16", "--num_triplets", "32", "--ablation", "false", "--show_progress", "false",
                "--cirr_queries", "16", "--circo_queries", "6"]  # fmt: skip
     assert quickstart([*options, "--output_dir", str(tmp_path)]) == 0

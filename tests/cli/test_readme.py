@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import REPO_ROOT
@@ -24,6 +25,23 @@ def test_readme_starts_with_the_two_commands():
     first_block = re.search(r"^```bash\n(.*?)^```", text, flags=re.S | re.M).group(1)
     assert [line.split()[:2] for line in first_block.splitlines()] == [["make", "quickstart"], ["make", "test"]]
     assert "make test" in (REPO_ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_first_screen_says_how_to_run_anything_after_the_set_up():
+    """After the two set-up commands: the venv (activated, or its bin/ path), the next command, an install line for
+    one's own environment, and where next (the runbook, one's own photos, the app, the API)."""
+    text = (REPO_ROOT / "README.md").read_text()
+    first_screen = text[: text.index("\n## ", text.index("## Set-up"))]
+    blocks = re.findall(r"^```bash\n(.*?)^```", first_screen, flags=re.S | re.M)
+    assert blocks[1].splitlines()[0].startswith("source .venv/bin/activate") and ".venv/bin/mra-cir" in blocks[1]
+    assert blocks[1].splitlines()[1].startswith("mra-cir app")
+    assert blocks[2].startswith('pip install -e ".[app]"')
+    for page in ("docs/reproduce.md", "docs/own-images.md", "docs/app.md", "#usage-stage-by-stage"):
+        assert f"]({page})" in first_screen, page
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    assert re.search(r"^VENV \?= \.venv$", makefile, flags=re.M)  # the folder the README activates
+    assert '-e ".[dev,serving,app]"' in makefile and "mra-cir[dev,serving,app]" in blocks[0]
+    assert (Path(sys.executable).parent / "mra-cir").is_file()  # the console script next to the venv's python
 
 
 def test_docs_have_runnable_snippets():

@@ -116,6 +116,12 @@ def test_cached_agent_reuses_answers_and_retries_failures(tmp_path):
         ("a red car", "same_as_caption"),
         ("A red car.", "same_as_caption"),
         ("make it " + "very " * 50 + "red", "too_long"),
+        ("make it red\x00", "control_characters"),  # NUL
+        ("make it \x1b[31mred\x1b[0m", "control_characters"),  # ANSI colour escape
+        ("make it \u202eder", "control_characters"),  # right-to-left override
+        ("make it\u200bred", "control_characters"),  # zero-width space
+        ("make it red\x7f", "control_characters"),  # DEL
+        ("make it red\x85", "control_characters"),  # C1 next-line
     ],
 )
 def test_filter_rejections(text, reason):
@@ -133,6 +139,11 @@ def test_filter_normalises_and_keeps_good_text():
     assert not output_filter.verification(None)
     assert output_filter.rejected["not_verified"] == 1 and output_filter.rejected["verify_unclear"] == 1
     assert [parse_yes_no(t) for t in ["Yes.", "no, it does not", "maybe", None]] == [True, False, None, None]
+    # tabs and line breaks are whitespace (normalised), not control characters; other scripts are text
+    assert output_filter.modification("make it\tred\r\n", "a", "b") == "make it red"
+    assert output_filter.modification("rends-la rouge, \u4e2d", "a", "b") == "rends-la rouge, \u4e2d"
+    assert output_filter.caption("a \x1b]8;;http://x\x07link") is None
+    assert output_filter.rejected["caption_control_characters"] == 1
 
 
 def test_prompts_override_needs_new_version():
@@ -193,3 +204,48 @@ def test_content_hashes_are_computed_once_and_follow_edits(tmp_path):
     assert memo.hashed == 3
     with pytest.raises(FileNotFoundError):
         memo.sha256(tmp_path / "missing.bin")
+
+
+def test_content_hashes_see_a_same_size_rewrite_with_the_mtime_restored(tmp_path):
+    """`cp --preserve=timestamps` onto the file: same path, size, inode and mtime; only the ctime tells."""
+    import os
+    import time
+
+    from mra_cir.dataset_builders.agents.base import file_sha256
+    from mra_cir.dataset_builders.agents.content_hashes import ContentHashes
+
+    path = tmp_path / "a.bin"
+    path.write_bytes(b"x" * 100)
+    old = time.time_ns() - 10**10  # older than the racy window
+    os.utime(path, ns=(old, old))
+    memo = ContentHashes(tmp_path / "memo.sqlite")
+    first = memo.sha256(path)
+    before = os.stat(path)
+    with open(path, "r+b") as handle:  # in place: the same inode
+        handle.write(b"y" * 100)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(path)
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+    assert after.st_ctime_ns != before.st_ctime_ns
+    assert memo.sha256(path) == file_sha256(path) != first and memo.hashed == 2
+    assert ContentHashes(tmp_path / "memo.sqlite").sha256(path) == file_sha256(path)  # the memo holds the new hash
+
+
+def test_content_hashes_memo_of_an_older_layout_is_started_afresh(tmp_path):
+    import sqlite3
+
+    from mra_cir.dataset_builders.agents.base import file_sha256
+    from mra_cir.dataset_builders.agents.content_hashes import ContentHashes
+
+    path = tmp_path / "a.bin"
+    path.write_bytes(b"x")
+    with sqlite3.connect(tmp_path / "memo.sqlite") as old:  # the table as written before ctime was recorded
+        old.execute(
+            "CREATE TABLE content_hashes (path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, "
+            "inode INTEGER NOT NULL, sha256 TEXT NOT NULL, hashed_at REAL NOT NULL)"
+        )
+        stat = path.stat()
+        old.execute("INSERT INTO content_hashes VALUES (?, ?, ?, ?, 'stale', 1e12)", (str(path), 1, 0, stat.st_ino))
+    old.close()
+    memo = ContentHashes(tmp_path / "memo.sqlite")
+    assert memo.sha256(path) == file_sha256(path) and memo.hashed == 1

@@ -171,7 +171,7 @@ def test_direct_mode_asks_no_caption_and_has_its_own_cache_key(classes, embeddin
     assert "at most 2 images of each class folder" in text and "(`sample_seed` 0)" in text
     config = yaml.safe_load(text.split("---")[1])["mra_cir"]["builder_config"]
     assert config["agent_mode"] == "direct" and config["per_class"] == 2 and config["sample_seed"] == 0
-    assert config["prompt_version"] == "mra-direct-v1" and config["version"] == "1.2.0"
+    assert config["prompt_version"] == "mra-direct-v1" and config["version"] == "1.3.0"
 
 
 def test_pair_miner_hook_supplies_the_pairs(classes, embedding_model, tmp_path):

@@ -48,11 +48,24 @@ def test_caption_and_single_changes():
         [_request("ref", "color"), _request("ref", "size"), _request("ref", "remove"), _request("ref", "bg"),
          _request("ref", "ref")]
     )  # fmt: skip
-    assert "red circle" in color and color.endswith("yellow")
-    assert "blue square" in size and ("bigger" in size or "large" in size)
-    assert remove in ("remove the blue square", "take away the blue square")
-    assert "background" in bg and bg.endswith("black")
+    # the object is named in one of the agent's namings (colour and shape, with size, shape, or slot)
+    assert ("circle" in color or "on the left" in color) and "yellow" in color and "square" not in color
+    assert ("square" in size or "on the right" in size) and ("bigger" in size or "large" in size)
+    assert ("square" in remove or "on the right" in remove) and "circle" not in remove
+    assert "background" in bg and "black" in bg and "gray" not in bg
     assert same == NO_CHANGE
+
+
+def test_the_agents_wording_varies_and_never_uses_a_held_out_phrasing():
+    from mra_cir.dataset_builders.synthetic_world.pretraining_corpus import held_out_phrasing_in
+
+    rows = [row for _, row in generate_pool(3, 400)]
+    agent = SceneGraphAgent({r["id"]: r["scene_graph"] for r in rows}, seed=2)
+    texts = agent.modify([_request(rows[i]["id"], rows[i + 1]["id"]) for i in range(399)])
+    assert [t for t in texts if held_out_phrasing_in(t)] == []
+    assert len(set(texts)) == len(texts)
+    assert any("; " in t for t in texts) and any(" then " in t for t in texts)  # several joins
+    assert any(t.startswith("the ") for t in texts) and any(t.startswith("make ") for t in texts)  # several forms
 
 
 def test_move_and_add_and_replace():

@@ -67,6 +67,24 @@ def test_no_duplicate_order_groups_are_distinct():
     assert plain_bad > duplicates
 
 
+def test_reference_grouping_keeps_a_references_triplets_in_one_batch():
+    # 30 references with 3 distinct targets each (target ids unique): groups of 6 hold two whole references each
+    references = [f"r{i // 3}" for i in range(90)]
+    targets = [f"t{i}" for i in range(90)]
+    order, duplicates = no_duplicate_order(targets, group_size=6, seed=1, reference_ids=references)
+    assert sorted(order) == list(range(90)) and duplicates == 0
+    batches = [order[i : i + 6] for i in range(0, 90, 6)]
+    assert all(len({references[i] for i in batch}) == 2 for batch in batches)
+    plain, _ = no_duplicate_order(targets, group_size=6, seed=1)
+    assert sum(len({references[i] for i in plain[j : j + 6]}) for j in range(0, 90, 6)) > 2 * len(batches)
+    # a repeated target still never shares a batch: the greedy fill defers it
+    repeated = [f"t{i % 45}" for i in range(90)]
+    order, duplicates = no_duplicate_order(repeated, group_size=6, seed=1, reference_ids=references)
+    assert duplicates == 0 and all(len({repeated[i] for i in order[j : j + 6]}) == 6 for j in range(0, 90, 6))
+    sampler = NoDuplicateTargetSampler(targets, per_device_batch_size=6, seed=1, reference_ids=references)
+    assert list(sampler) == no_duplicate_order(targets, 6, 1, references)[0]
+
+
 def test_sampler_is_deterministic_per_epoch_and_ddp_sized():
     targets = [f"t{i % 7}" for i in range(28)]
     a = NoDuplicateTargetSampler(targets, per_device_batch_size=2, world_size=2, seed=5)

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mra_cir.trainers.stage1_pretraining import AlignmentArguments, align_image_text, itm_logits, itm_loss
+from mra_cir.quickstart.stage1 import AlignmentArguments, align_image_text, itm_logits, itm_loss
 
 
 def _fresh_model():
@@ -90,7 +90,7 @@ def test_align_image_text_trains_itm_head_only_with_itm(tiny_processor):
 
 def test_itm_negative_modes(tiny_processor):
     """hard: the ITC logits as given; random: uniform (zeros); mixed: a seeded half of the rows uniform."""
-    from mra_cir.trainers.stage1_pretraining import _negative_logits
+    from mra_cir.quickstart.stage1 import _negative_logits
 
     logits = torch.randn(64, 64)
     gen = torch.Generator().manual_seed(0)
@@ -105,7 +105,7 @@ def test_itm_negative_modes(tiny_processor):
 
 
 def test_block_permutation_keeps_blocks_together():
-    from mra_cir.trainers.stage1_pretraining import block_permutation
+    from mra_cir.quickstart.stage1 import block_permutation
 
     gen = torch.Generator().manual_seed(0)
     order = block_permutation(11, 2, gen).tolist()
@@ -144,7 +144,7 @@ def test_itg_mask_is_causal_over_text_and_hides_text_from_queries(tiny_processor
 
 def test_itg_loss_is_next_token_cross_entropy_without_padding(tiny_processor):
     """The loss equals next-token cross-entropy over the tied word embeddings, padding excluded."""
-    from mra_cir.trainers.stage1_pretraining import itg_loss
+    from mra_cir.quickstart.stage1 import itg_loss
 
     model = _fresh_model().eval()
     from mra_cir.tiny import random_image
@@ -166,8 +166,8 @@ def test_itg_loss_is_next_token_cross_entropy_without_padding(tiny_processor):
 
 
 def test_align_image_text_with_itg_lowers_generation_loss(tiny_processor):
+    from mra_cir.quickstart.stage1 import itg_loss
     from mra_cir.tiny import random_image
-    from mra_cir.trainers.stage1_pretraining import itg_loss
 
     images = [random_image(i) for i in range(8)]
     captions = [f"a {c} circle" for c in ("red", "green", "blue", "yellow", "white", "black", "red", "green")]

@@ -1,10 +1,11 @@
-"""Stage 1: BLIP-2-style image-text pretraining (ITC, optionally ITM and ITG), the offline stand-in for a pretrained
-BLIP-2 checkpoint.
+"""Stage 1: BLIP-2-style image-text pretraining (ITC, optionally ITM and ITG) of a small model, and BLIP-2's stage-1
+losses that `mra-cir pretrain-stand-in` ([`.pretraining`]) reuses.
 
 MRA-CIR starts from a pretrained BLIP-2 (`Salesforce/blip2-itm-vit-g`), whose image tokens and text features already
-live in one space and whose Q-Former already fuses query tokens with text (its ITM head). Nothing pretrained can be
-downloaded in the offline quickstart, so a random `MraCirModel` is first trained on the synthetic pool's
-(image, caption) pairs with BLIP-2's three stage-1 objectives (the quickstart uses ITC alone by default):
+live in one space and whose Q-Former already fuses query tokens with text (its ITM head). The quickstart loads the
+stand-in shipped with the package ([`~mra_cir.quickstart.STAND_IN`]); `mra-cir quickstart --pretrain_from_scratch`
+instead trains a random `MraCirModel` here, inside the run, on (image, caption) pairs with BLIP-2's three stage-1
+objectives (ITC alone by default):
 
 - **ITC** (image-text contrastive): text feature `t_i = model.get_text_features(caption_i)` (`(B, D)`), image tokens
   `v_j = model.get_image_features(image_j)` (`(B, Q, D)`), `s_ij = max_q <t_i, v_jq> / tau` (BLIP-2 takes the
@@ -19,10 +20,10 @@ downloaded in the offline quickstart, so a random `MraCirModel` is first trained
   text seeing the image only through the query tokens (BLIP-2's multimodal causal mask); the head is the tied
   word-embedding matrix, so no parameter is added and checkpoints keep their layout.
 
-What was measured at the quickstart's scale (from-scratch model, the pool's 2,000 captions; README, "What else was
-measured"): ITC is far from converged after 2,000 steps of 64 pairs (the exact caption of a pool image ranks that
-scene first among the 2,000 for ~27% of the pool); 6,000 steps lift that to ~47% and the benchmark's
-target-caption R@1 from ~24% to ~44%, hence the quickstart's default of 6,000 ITC-only steps. ITM never leaves the
+What was measured at the quickstart's scale (from-scratch model, 2,000 pool captions; docs/findings.md): ITC is far
+from converged after 2,000 steps of 64 pairs (the exact caption of a pool image ranks that scene first among the
+2,000 for ~27% of the pool); 6,000 steps lift that to ~47% and the benchmark's target-caption R@1 from ~24% to ~44%.
+ITM never leaves the
 loss of the constant prediction of the 1:2 positive/negative prior (0.637) when trained with ITC (hard negatives at
 learning rates 3e-4 and 1e-3, random ones at 3e-4); alone (no ITC), with random negatives and lr 1e-3, it starts
 learning after ~150 steps. ITG learns (loss ~0.5 per token after 6,000 steps) and costs ~45% more time per step, but
