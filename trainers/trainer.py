@@ -354,7 +354,7 @@ class MraCirTrainer(Trainer):
                         split,
                         batch_size=args.per_device_eval_batch_size * 8,
                         device=args.device,
-                        show_progress=self.is_world_process_zero(),
+                        show_progress=self.is_world_process_zero() and not self.args.disable_tqdm,
                     )
             if args.vit_cache_dir and self.is_world_process_zero():
                 cache.save(args.vit_cache_dir)

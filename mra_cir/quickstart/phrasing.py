@@ -22,7 +22,8 @@ VARIANTS = {"agent": "composed", "target_caption": "text"}
 
 def agent_phrasing(reference: dict, target: dict) -> str:
     """The scene agent's error-free modification text for reference -> target (its first phrasing of each change)."""
-    from mra_cir.dataset_builders.synthetic_world.scene_agent import NO_CHANGE, phrase, scene_changes
+    from mra_cir.dataset_builders.synthetic_world.agent_wording import phrase, scene_changes
+    from mra_cir.dataset_builders.synthetic_world.scene_agent import NO_CHANGE
 
     changes = scene_changes(reference, target)
     return " and ".join(phrase(change, 0) for change in changes) if changes else NO_CHANGE

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -71,7 +72,34 @@ def mine_and_build(args: QuickstartArguments, world, stage1_dir: Path, out: Path
 def run_quickstart(args: QuickstartArguments) -> dict:
     """Run the whole pipeline for `args.seed`; write `results.json` and `results.png` under `args.output_dir`; return
     the results (several seeds: [`.seeds.run_seeds`])."""
-    _quiet_transformers()
+    with _quiet(args.show_progress):
+        return _run(args)
+
+
+@contextmanager
+def _quiet(show_progress: bool):
+    """While the quickstart runs, loading the shipped folders prints nothing a user must act on (transformers'
+    weight-loading bars and load reports), and without `show_progress` no `datasets` bar either; restored after."""
+    import datasets
+    from transformers.utils import logging
+
+    verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    dataset_bars = datasets.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    if not show_progress:
+        datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+        if bars:
+            logging.enable_progress_bar()
+        if dataset_bars:
+            datasets.enable_progress_bars()
+
+
+def _run(args: QuickstartArguments) -> dict:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -135,14 +163,6 @@ def run_quickstart(args: QuickstartArguments) -> dict:
     plot_results(results, out / "results.png")
     print_report(results, args, out)
     return results
-
-
-def _quiet_transformers() -> None:
-    """Loading the shipped folders prints nothing a user must act on (weight-loading bars, offline warnings)."""
-    from transformers.utils import logging
-
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
 
 
 __all__ = ["mine_and_build", "run_quickstart"]

@@ -55,3 +55,49 @@ def test_snippet_runs(name, block, tmp_path):
         [sys.executable, "-c", block], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, f"{name} failed:\n{block}\n{result.stderr[-3000:]}"
+
+
+#: README command lines the suite runs elsewhere (the line's first words -> the test that runs it)
+RUN_ELSEWHERE = {
+    "make quickstart": "tests/cli/test_quickstart.py (mra-cir quickstart --fast; the Makefile target is that command)",
+    "make test": ".ci/run (CI runs make test)",
+    "make lint": ".ci/run (make test runs the same ruff commands)",
+    "source .venv/bin/activate": "test_readme_first_screen_says_how_to_run_anything_after_the_set_up",
+    "mra-cir app": "tests/app/ (the quickstart default, in a real browser)",
+    'pip install -e ".[app]"': "the Makefile's install (pip install -e .[dev,serving,app])",
+}
+#: what marks a block that the tests do not run (it needs data, weights or GPUs)
+NOT_RUN = re.compile(r"not run by the tests|needs \d+ GPUs")
+
+
+def _readme_command_lines() -> list[tuple[str, str]]:
+    """(line, the text just before its block) for every command line of the README's bash blocks."""
+    text = (REPO_ROOT / "README.md").read_text()
+    out = []
+    for match in re.finditer(r"^```bash\n(.*?)^```", text, flags=re.S | re.M):
+        before = text[: match.start()].rstrip().splitlines()[-1]
+        for line in match.group(1).replace("\\\n", " ").splitlines():
+            if line.strip():
+                out.append((line, before))
+    return out
+
+
+def test_every_readme_command_runs_in_the_tests_or_says_what_it_needs(tmp_path):
+    """Each command line of the README's bash blocks is run here, run by a named test, or marked as needing data,
+    weights or GPUs; the tiny CPU training line runs here exactly as printed."""
+    lines = _readme_command_lines()
+    ran = 0
+    for line, before in lines:
+        command = line.split("#")[0].strip()
+        if any(command.startswith(known) for known in RUN_ELSEWHERE):
+            continue
+        if NOT_RUN.search(before) or NOT_RUN.search(line):
+            continue
+        assert command == "mra-cir train examples/configs/train_synthetic_cpu.yaml", f"not run, not marked: {line}"
+        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        argv = [str(Path(sys.executable).parent / "mra-cir"), "train", str(REPO_ROOT / command.split()[-1])]
+        result = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert (tmp_path / "out" / "mra-cir-synthetic-cpu" / "model.safetensors").is_file()
+        ran += 1
+    assert ran == 1 and len(lines) >= 10
