@@ -36,8 +36,8 @@ class NoQuickstartError(InputError):
     def __init__(self, output_dir: str | os.PathLike, missing: str):
         self.output_dir = str(output_dir)
         super().__init__(
-            f"No model to serve yet: {missing}. Make the default one (the quickstart's synthetic world, about a "
-            f"minute on a CPU) with `{quickstart_command(output_dir)}`, or press **Build the quickstart model** "
+            f"No model to serve yet: {missing}. Make the default one (the quickstart's synthetic world, about 70 s "
+            f"on a 2-core CPU) with `{quickstart_command(output_dir)}`, or press **Build the quickstart model** "
             "below; or start the app on your own model with `mra-cir app --model DIR --index DIR --images DIR`."
         )
 
