@@ -32,7 +32,6 @@ mra-cir pretrain-stand-in --output_dir my-stand-in --max_steps 200 --num_pairs 2
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import platform
@@ -46,7 +45,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from mra_cir.dataset_builders.agents.base import file_sha256
 from mra_cir.modeling_mra_cir.modeling_mra_cir import max_sim_logits
+
+from .stage1 import itc_loss, itg_loss, warmup_cosine
 
 #: the stand-in's size (a field of `PretrainArguments` each; the shipped one was made with these)
 DEFAULT_SIZE = {
@@ -197,9 +199,7 @@ class _Corpus:
 
 def paraphrase_loss(first: torch.Tensor, second: torch.Tensor, logit_temperature) -> torch.Tensor:
     """Symmetric InfoNCE between `(B, D)` normalised text features of two phrasings; row i of each is one meaning."""
-    logits = first @ second.t() / logit_temperature
-    labels = torch.arange(logits.shape[0], device=logits.device)
-    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
+    return itc_loss(first, second.unsqueeze(1), logit_temperature)  # ITC with one token per "image"
 
 
 #: the generic text of the fused contrast's second half
@@ -220,16 +220,6 @@ def fused_loss(model, vision_embeds, input_ids, attention_mask, generic, image_e
     return F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device))
 
 
-def _lr_lambda(args: PretrainArguments):
-    def factor(step: int) -> float:
-        if step < args.warmup_steps:
-            return (step + 1) / args.warmup_steps
-        progress = (step - args.warmup_steps) / max(1, args.max_steps - args.warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
-
-
 def _rows(tokens: dict[str, torch.Tensor], index: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
     ids, mask = tokens["input_ids"][index], tokens["attention_mask"][index]
     width = int(mask.sum(1).max())
@@ -243,8 +233,6 @@ def pretrain_stand_in(args: PretrainArguments) -> dict:
 
     from mra_cir.modeling_mra_cir import MraCirModel
 
-    from .stage1 import itc_loss, itg_loss
-
     torch.set_num_threads(args.num_threads)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -253,7 +241,7 @@ def pretrain_stand_in(args: PretrainArguments) -> dict:
     model = MraCirModel(stand_in_config(args, len(processor.tokenizer))).to(args.device)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(args))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(args.warmup_steps, args.max_steps))
     generator = torch.Generator().manual_seed(args.seed)
     losses: list[dict] = []
     start_step, seconds = 0, 0.0
@@ -338,7 +326,7 @@ def pretrain_stand_in(args: PretrainArguments) -> dict:
         processor.save_pretrained(out)
         for copied in out.glob("*.py"):  # the remote-code copies: `import mra_cir` registers the classes instead
             copied.unlink()
-        summary["model_sha256"] = sha256_of(out / "model.safetensors")
+        summary["model_sha256"] = file_sha256(out / "model.safetensors")
         (out / "pretraining.json").write_text(json.dumps(summary, indent=2))
         from .stand_in_card import stand_in_card
 
@@ -353,20 +341,11 @@ def _device_name(device: str) -> str:
     return f"CPU ({platform.processor() or platform.machine()}), {torch.get_num_threads()} thread(s)"
 
 
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 __all__ = [
     "DEFAULT_SIZE",
     "PretrainArguments",
     "fused_loss",
     "paraphrase_loss",
     "pretrain_stand_in",
-    "sha256_of",
     "stand_in_config",
 ]

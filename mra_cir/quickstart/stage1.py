@@ -44,6 +44,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -110,6 +111,19 @@ class AlignmentArguments:
             raise ValueError(
                 f"AlignmentArguments.itm_negatives must be hard, random or mixed, got {self.itm_negatives!r}"
             )
+
+
+def warmup_cosine(warmup_steps: int, max_steps: int):
+    """The learning-rate factor of stage-1 pretraining at a step: linear warm-up to 1 over `warmup_steps`, then a
+    cosine decay to 0 at `max_steps` (for `torch.optim.lr_scheduler.LambdaLR`)."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, max_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
 
 
 def itc_loss(text_embeds: torch.Tensor, image_embeds: torch.Tensor, logit_temperature) -> torch.Tensor:
@@ -293,13 +307,7 @@ def align_image_text(
         parameter.requires_grad_(True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
 
-    def lr_lambda(step: int) -> float:
-        if step < args.warmup_steps:
-            return (step + 1) / args.warmup_steps
-        progress = (step - args.warmup_steps) / max(1, args.max_steps - args.warmup_steps)
-        return 0.5 * (1 + torch.cos(torch.tensor(progress * torch.pi)).item())
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(args.warmup_steps, args.max_steps))
     generator = torch.Generator().manual_seed(args.seed)
     batch = min(args.batch_size, len(images))
 
@@ -370,4 +378,5 @@ __all__ = [
     "itg_loss",
     "itm_logits",
     "itm_loss",
+    "warmup_cosine",
 ]

@@ -10,6 +10,7 @@ import torch
 from transformers import AutoModel, HfArgumentParser
 
 import mra_cir.modeling_mra_cir  # noqa: F401  (registers "mra_cir" with AutoModel)
+from mra_cir.dataset_builders.agents.base import file_sha256
 from mra_cir.modeling_mra_cir import MraCirModel, MraCirProcessor
 from mra_cir.quickstart import STAND_IN
 from mra_cir.quickstart.pretraining import (
@@ -18,7 +19,6 @@ from mra_cir.quickstart.pretraining import (
     PretrainArguments,
     paraphrase_loss,
     pretrain_stand_in,
-    sha256_of,
 )
 
 TINY = ["--num_pairs", "96", "--chunk_size", "48", "--batch_size", "8", "--paraphrase_batch_size", "4",
@@ -38,7 +38,7 @@ def test_a_tiny_pretraining_writes_a_stand_in_with_a_true_card(tmp_path):
     assert summary["steps"] == 6 and len(summary["loss_trace"]) == 6
     assert set(summary["final_losses"]) == {"itc", "fused", "paraphrase", "loss"}
     recorded = json.loads((folder / "pretraining.json").read_text())
-    assert recorded["model_sha256"] == sha256_of(folder / "model.safetensors")
+    assert recorded["model_sha256"] == file_sha256(folder / "model.safetensors")
     card = (folder / "README.md").read_text()
     assert recorded["model_sha256"] in card and "mra-cir pretrain-stand-in --output_dir s" in card
     assert not list(folder.glob("*.py"))  # no remote-code copies: `import mra_cir` registers the classes
@@ -58,7 +58,7 @@ def test_an_interrupted_pretraining_resumes_to_the_same_weights(tmp_path):
     assert not (parts / "model.safetensors").exists()  # an unfinished run writes no model
     resumed = pretrain_stand_in(_args([*TINY, "--max_steps", "6", "--output_dir", str(parts)]))
     assert resumed["steps"] == 6
-    assert sha256_of(parts / "model.safetensors") == sha256_of(whole / "model.safetensors")
+    assert file_sha256(parts / "model.safetensors") == file_sha256(whole / "model.safetensors")
 
 
 def test_pretraining_options_are_validated():
@@ -84,7 +84,7 @@ def _recorded() -> dict:
 
 def test_the_shipped_stand_in_loads_and_matches_its_card():
     recorded = _recorded()
-    assert sha256_of(STAND_IN / "model.safetensors") == recorded["model_sha256"]
+    assert file_sha256(STAND_IN / "model.safetensors") == recorded["model_sha256"]
     assert recorded["model_sha256"] in (STAND_IN / "README.md").read_text()
     assert (STAND_IN / "model.safetensors").stat().st_size < 50 * 2**20
     model = AutoModel.from_pretrained(STAND_IN)
