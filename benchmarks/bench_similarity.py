@@ -43,8 +43,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mra_cir.dataset_builders.mra_triplets.mining import reference_rng  # noqa: E402
-from mra_cir.modeling_mra_cir.approximate_search import ApproximateTokenIndex  # noqa: E402
-from mra_cir.modeling_mra_cir.similarity import default_block_sizes, topk_token_similarity  # noqa: E402
+from mra_cir.retrieval.approximate_search import ApproximateTokenIndex  # noqa: E402
+from mra_cir.retrieval.similarity import default_block_sizes, topk_token_similarity  # noqa: E402
 from mra_cir.tiny import synthetic_clustered_tokens  # noqa: E402
 
 

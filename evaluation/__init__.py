@@ -2,8 +2,9 @@
 
 `benchmark` (the loaders' base: one query/gallery schema, image paths resolved and checked), one module per benchmark
 (`fashioniq`, `cirr`, `circo`: loader, protocol scorer, rankings and submission files, evaluator), `evaluator` (the
-evaluator base class, ranking through `mra_cir.modeling_mra_cir.retrieval`), `metrics` (Recall@K, Recall_subset@K,
-mAP@K), `submissions` (shared file checks) and `cir_metric` (the same metrics as an `evaluate` module).
+evaluator base class, ranking through `mra_cir.retrieval.encoding`), `metrics` (Recall@K, Recall_subset@K,
+mAP@K), `submissions` (shared file checks), `by_type` (the same protocols per transformation type of the query
+texts) and `cir_metric` (the same metrics as an `evaluate` module).
 
 `BENCHMARKS` maps each benchmark name to its module; every module has a `LOADER`-like class, an evaluator class,
 `score_rankings_file` and its protocol scorer, so nothing dispatches on the name by hand.
@@ -68,6 +69,7 @@ def score_rankings_file(
     subset_rankings: str | os.PathLike | None = None,
     split: str = "val",
     exclude_reference: bool = False,
+    tagger=None,
 ) -> dict[str, float]:
     """Score a rankings file of `benchmark` against its annotation folder with the benchmark's protocol.
 
@@ -79,9 +81,12 @@ def score_rankings_file(
         split (`str`, defaults to `"val"`): only val has public ground truth.
         exclude_reference (`bool`, defaults to `False`): CIRCO only: delete the reference (the official scorer
             keeps it).
+        tagger (`Callable[[str], list[str]]`, *optional*): a transformation-type tagger (text -> types, e.g.
+            `mra_cir.dataset_builders.mra_triplets.transformation_types.tag_types`): adds the scores per type
+            (`by_type`, see [`.by_type`]; CIRCO also gets `mAP@10_type_<type>` beside `mAP@10_<aspect>`).
 
     Returns:
-        `dict[str, float]`: the benchmark's metrics in percent.
+        `dict[str, float]`: the benchmark's metrics in percent (and `by_type` with a tagger).
     """
     _check(benchmark)
     if subset_rankings is not None and benchmark != "cirr":
@@ -89,13 +94,20 @@ def score_rankings_file(
     if exclude_reference and benchmark != "circo":
         raise ValueError("--exclude-reference is for CIRCO only (FashionIQ keeps the reference, CIRR always drops it)")
     loader = get_loader(benchmark, data_root=annotations)
-    return BENCHMARKS[benchmark].score_rankings_file(
+    metrics = BENCHMARKS[benchmark].score_rankings_file(
         loader,
         loader.normalize_split(split),
         rankings,
         subset_rankings=subset_rankings,
         exclude_reference=exclude_reference,
     )
+    if tagger is None:
+        return metrics
+    from .by_type import rankings_file_by_type, with_types
+
+    split = loader.normalize_split(split)
+    table = rankings_file_by_type(benchmark, loader, split, rankings, tagger, subset_rankings, exclude_reference)
+    return with_types(metrics, table, benchmark)
 
 
 __all__ = [

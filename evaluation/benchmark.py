@@ -33,9 +33,9 @@ from typing import Any, ClassVar
 
 import datasets
 
-logger = logging.getLogger(__name__)
+from mra_cir.retrieval.image_files import IMAGE_EXTENSIONS
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+logger = logging.getLogger(__name__)
 
 
 class PathOutsideRootError(ValueError):

@@ -1,9 +1,9 @@
 """The evaluator base class shared by FashionIQ, CIRR and CIRCO (each benchmark module adds a small subclass).
 
 [`CirEvaluator`] does the work common to all three: load the split with the benchmark's loader, encode the gallery
-([`~mra_cir.modeling_mra_cir.retrieval.encode_images`]; features cached on disk under a key made of the model's
+([`~mra_cir.retrieval.encoding.encode_images`]; features cached on disk under a key made of the model's
 fingerprint, the image processor's settings and the image list), rank it for every query through the one ranking
-path ([`~mra_cir.modeling_mra_cir.retrieval.rank_gallery`]: composed query, or a baseline `query_mode`), keep the
+path ([`~mra_cir.retrieval.encoding.rank_gallery`]: composed query, or a baseline `query_mode`), keep the
 top-50 ranking of every query, and score it with the benchmark's protocol. A subclass states its benchmark, its
 loader, its primary metric, which id is excluded from a query's ranking, and how its protocol scores the rankings.
 
@@ -11,7 +11,7 @@ The trainer takes any evaluator (`MraCirTrainer(cir_evaluators=[...])`): it call
 
 Under `torch.distributed` (`accelerate launch`, `torchrun`; `supports_distributed = True`) every process calls the
 evaluator: each encodes its contiguous shard of the gallery and of the queries with `DataLoader` workers, the rows are
-gathered once ([`~mra_cir.evaluation.distributed.gather_rows`]) and every process ranks and scores the same numbers.
+gathered once ([`~mra_cir.retrieval.distributed.gather_rows`]) and every process ranks and scores the same numbers.
 
 What is cached on disk, and why (`cache_dir`):
 - `cache_features=True`: the final `(M, Q, D)` gallery features, keyed by the whole model's fingerprint. Right for
@@ -45,17 +45,17 @@ from typing import Any, ClassVar
 
 import torch
 
-from mra_cir.modeling_mra_cir.gallery_index import GalleryIndex
-from mra_cir.modeling_mra_cir.retrieval import (
+from mra_cir.retrieval.distributed import gather_rows, process_state, shard_bounds
+from mra_cir.retrieval.encoding import (
     QUERY_MODES,
     Ranking,
     encode_images,
     encode_queries,
     rank_gallery,
 )
+from mra_cir.retrieval.gallery_index import GalleryIndex
 
 from .benchmark import CirBenchmarkLoader, CirSplit
-from .distributed import gather_rows, process_state, shard_bounds
 from .gallery_cache import VISION_CACHE_DTYPES, atomic_save, features_from_vision_cache, gallery_key
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from mra_cir.modeling_mra_cir.retrieval import encode_vision_outputs, model_fingerprint
+from mra_cir.retrieval.encoding import encode_vision_outputs, model_fingerprint
 
 VISION_CACHE_DTYPES = ("float32", "bfloat16", "float16")
 
@@ -51,17 +51,6 @@ def atomic_save(tensors: dict[str, torch.Tensor], path: Path) -> None:
     os.replace(tmp, path)
 
 
-class _Rows(torch.utils.data.Dataset):
-    def __init__(self, column):
-        self.column = column
-
-    def __len__(self) -> int:
-        return len(self.column)
-
-    def __getitem__(self, i: int):
-        return self.column[i]
-
-
 def vision_outputs(model, processor, images, batch_size: int, num_workers: int, dtype: str) -> torch.Tensor:
     """The frozen ViT's outputs `(N, 1 + patches, vision_hidden)` of `images` (decoded and preprocessed by
     `DataLoader` workers), stored as `dtype` on the CPU."""
@@ -83,7 +72,7 @@ def features_from_vision_cache(
     """`(stop - start, Q, D)` image features of gallery rows `[start, stop)`: the ViT outputs read from (or computed
     into) one file per chunk of `chunk_rows` rows under `folder`, then the Q-Former and the projection over them.
 
-    `start` must be a multiple of `chunk_rows` (see [`~mra_cir.evaluation.distributed.shard_bounds`]), so that the
+    `start` must be a multiple of `chunk_rows` (see [`~mra_cir.retrieval.distributed.shard_bounds`]), so that the
     chunk files are the same whatever the number of processes.
     """
     from safetensors.torch import load_file

@@ -1,6 +1,6 @@
 """Fine-tune an MRA-CIR model on MRA triplets (max-sim InfoNCE; full Q-Former or LoRA; DDP with gathered negatives).
 
-Every option is a field of `ModelArguments`, `DataArguments` (mra_cir/commands/train.py, the code of `mra-cir train`)
+Every option is a field of `ModelArguments`, `DataArguments` (mra_cir/pipelines/training.py, the `train` job)
 or `MraCirTrainingArguments` (trainers/training_args.py); `--help` lists them. A single `.yaml` argument is read as a
 config file.
 

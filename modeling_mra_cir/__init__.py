@@ -1,4 +1,4 @@
-"""The MRA-CIR model: configuration, model, processor, similarity search and gallery index.
+"""The MRA-CIR model: configuration, model, processor, loading, conversion, card (search: `mra_cir.retrieval`).
 
 Importing this package registers `mra_cir` with `AutoConfig`, `AutoModel` and `AutoProcessor`; a saved model also
 carries its code (`auto_map`), so `AutoModel.from_pretrained(dir, trust_remote_code=True)` works without it.

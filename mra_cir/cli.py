@@ -27,6 +27,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Composed-search web app (Gradio); the quickstart's model and gallery by default.",
     ),
     "build-triplets": ("mra_cir.commands.build_triplets", "Build MRA training triplets from a folder of images."),
+    "audit-triplets": (
+        "mra_cir.commands.audit_triplets",
+        "Audit a sample of a triplet dataset in the browser; --report: error rates, verifier vs the audit.",
+    ),
     "train": ("mra_cir.commands.train", "Fine-tune the Q-Former on triplets with max-sim InfoNCE."),
     "evaluate": ("mra_cir.commands.evaluate", "Zero-shot evaluation on FashionIQ, CIRR or CIRCO."),
     "evaluate-rankings": ("mra_cir.commands.evaluate_rankings", "Score a rankings file with the official protocols."),

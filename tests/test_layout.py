@@ -15,16 +15,24 @@ from conftest import REPO_ROOT
 FOLDERS = {
     "mra_cir": REPO_ROOT / "mra_cir",
     "mra_cir.modeling_mra_cir": REPO_ROOT / "modeling_mra_cir",
+    "mra_cir.retrieval": REPO_ROOT / "retrieval",
     "mra_cir.dataset_builders": REPO_ROOT / "dataset_builders",
     "mra_cir.trainers": REPO_ROOT / "trainers",
     "mra_cir.evaluation": REPO_ROOT / "evaluation",
 }
-#: which packages each package may import (the data flow: model -> data -> training / evaluation -> CLI and app)
+#: which packages each package may import (the data flow: model -> embedding and search -> data -> training / evaluation
+#: -> library jobs (`mra_cir.pipelines`) -> CLI and app)
 ALLOWED = {
     "mra_cir.modeling_mra_cir": {"mra_cir.modeling_mra_cir"},
-    "mra_cir.dataset_builders": {"mra_cir.modeling_mra_cir", "mra_cir.dataset_builders"},
-    "mra_cir.trainers": {"mra_cir.modeling_mra_cir", "mra_cir.dataset_builders", "mra_cir.trainers"},
-    "mra_cir.evaluation": {"mra_cir.modeling_mra_cir", "mra_cir.evaluation"},
+    "mra_cir.retrieval": {"mra_cir.modeling_mra_cir", "mra_cir.retrieval"},
+    "mra_cir.dataset_builders": {"mra_cir.modeling_mra_cir", "mra_cir.retrieval", "mra_cir.dataset_builders"},
+    "mra_cir.trainers": {
+        "mra_cir.modeling_mra_cir",
+        "mra_cir.retrieval",
+        "mra_cir.dataset_builders",
+        "mra_cir.trainers",
+    },
+    "mra_cir.evaluation": {"mra_cir.modeling_mra_cir", "mra_cir.retrieval", "mra_cir.evaluation"},
 }
 MAX_LINES = 400
 
@@ -78,7 +86,7 @@ def _package(module: str) -> str:
 
 
 def test_the_installed_modules_are_the_ones_read_here(graph):
-    for name in ("mra_cir.modeling_mra_cir.retrieval", "mra_cir.evaluation.cirr", "mra_cir.dataset_builders.agents"):
+    for name in ("mra_cir.retrieval.encoding", "mra_cir.evaluation.cirr", "mra_cir.dataset_builders.agents"):
         spec = importlib.util.find_spec(name)
         assert spec is not None and Path(spec.origin).resolve() in {p.resolve() for p in _modules().values()}
     assert len(graph) > 60
@@ -112,9 +120,61 @@ def test_each_stage_imports_only_what_comes_before_it(graph):
     assert not wrong, "\n".join(wrong)
 
 
+#: what a command (`mra_cir/commands/*.py`) may import from the project: the jobs it calls and the argument
+#: dataclasses it parses; training, mining, indexing and evaluation logic is reached only through `mra_cir.pipelines`
+COMMAND_MAY_IMPORT = (
+    "mra_cir.pipelines",
+    "mra_cir.commands",
+    "mra_cir.app",
+    "mra_cir.quickstart",
+    "mra_cir.modeling_mra_cir.lavis_conversion",
+    "mra_cir.trainers.training_args",
+)
+#: third-party packages that do the work; a command that imports one is doing the work itself
+COMMAND_MAY_NOT_IMPORT = ("torch", "datasets", "accelerate", "faiss", "numpy", "peft", "safetensors")
+#: the layer above the library: nothing below it may import it, and the jobs never import the commands or the CLI
+UPPER = ("mra_cir.commands", "mra_cir.cli", "mra_cir.pipelines")
+
+
+def _in(module: str, prefixes) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+def test_commands_only_parse_arguments_and_call_a_job(graph):
+    wrong = [
+        f"{module} imports {target}"
+        for module, targets in graph.items()
+        if module.startswith("mra_cir.commands.")
+        for target in targets
+        if not _in(target, COMMAND_MAY_IMPORT)
+    ]
+    for path in (REPO_ROOT / "mra_cir" / "commands").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            wrong += [f"{path.name} imports {n}" for n in names if n.split(".")[0] in COMMAND_MAY_NOT_IMPORT]
+    assert not wrong, "\n".join(wrong)
+    assert len([m for m in graph if m.startswith("mra_cir.commands.")]) >= 12
+
+
+def test_no_upward_arrow_into_the_jobs_or_the_commands(graph):
+    """The library stages, the quickstart and the app never import the commands or the CLI; the library stages never
+    import the jobs (`mra_cir.pipelines`); the jobs never import the commands."""
+    wrong = []
+    for module, targets in graph.items():
+        for target in targets:
+            below_commands = not _in(module, ("mra_cir.commands", "mra_cir.cli"))
+            if below_commands and _in(target, ("mra_cir.commands", "mra_cir.cli")):
+                wrong.append(f"{module} imports {target}")
+            if _package(module) in ALLOWED and _in(target, UPPER):
+                wrong.append(f"{module} imports {target}")
+    assert not wrong, "\n".join(wrong)
+
+
 def test_no_generic_top_level_import_names():
     """Everything is imported as `mra_cir.<package>`; a bare `import trainers` would claim a generic name."""
-    bare = {"trainers", "dataset_builders", "modeling_mra_cir", "evaluation"}
+    bare = {"trainers", "dataset_builders", "modeling_mra_cir", "evaluation", "retrieval"}
     offenders = []
     for path in [*REPO_ROOT.glob("*/**/*.py")]:
         if ".venv" in path.parts or "build" in path.parts:
@@ -152,3 +212,29 @@ def test_setup_cfg_ships_every_package_folder():
         if not (package == "mra_cir" and path.parent.relative_to(folder).parts[:1] == ("__pycache__",))
     }
     assert listed == expected, f"packages missing from setup.cfg: {expected - listed}; extra: {listed - expected}"
+
+
+#: helpers that once had several drifting copies: each is defined exactly once in the installed packages
+ONE_DEFINITION = (
+    "shard_bounds", "IMAGE_EXTENSIONS", "parse_window", "parse_windows", "distributed_state", "recall_at_k",
+    "file_sha256", "benchmark_paths", "AgentArguments", "list_images", "from_images",
+)  # fmt: skip
+#: removed: a second copy (`slice_bounds`), dead code, and a test-only reference that lives in tests/ now
+NO_DEFINITION = ("slice_bounds", "folder_state", "clean_caches", "_Rows", "brute_force_token_similarity")
+
+
+def test_each_shared_helper_is_defined_once():
+    definitions: dict[str, list[str]] = {}
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                defined = [node.name]
+            elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                defined = [t.id for t in targets if isinstance(t, ast.Name)]
+            else:
+                continue
+            for symbol in defined:
+                definitions.setdefault(symbol, []).append(name)
+    assert {s: definitions.get(s, []) for s in ONE_DEFINITION if len(definitions.get(s, [])) != 1} == {}
+    assert {s: definitions[s] for s in NO_DEFINITION if s in definitions} == {}

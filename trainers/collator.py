@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from mra_cir.dataset_builders.mra_triplets.config import REQUIRED_COLUMNS
-from mra_cir.modeling_mra_cir.retrieval import rgb
+from mra_cir.retrieval.encoding import rgb
 
 from .vit_cache import VitOutputCache
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from mra_cir.modeling_mra_cir.gallery_index import GalleryIndex
-from mra_cir.modeling_mra_cir.retrieval import encode_images, rank_gallery
+from mra_cir.retrieval.encoding import encode_images, rank_gallery
+from mra_cir.retrieval.gallery_index import GalleryIndex
 
 HOLDOUT_COLUMNS = ("reference_id", "target_id", "reference_image", "target_image", "modification_text")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from mra_cir.modeling_mra_cir.retrieval import encode_vision_outputs, model_fingerprint
+from mra_cir.retrieval.encoding import encode_vision_outputs, model_fingerprint
 
 CACHE_FILE = "vit_outputs.safetensors"
 META_FILE = "vit_outputs.json"

@@ -11,7 +11,6 @@ arguments, so a backend is rebuilt in every worker process.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -19,16 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mra_cir.retrieval.content_hashes import file_sha256
+
 from .prompts import AgentPrompts, get_prompts
-
-
-def file_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes (image identity for caches and duplicate detection)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(chunk_size), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class AgentError(RuntimeError):

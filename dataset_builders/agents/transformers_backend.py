@@ -79,7 +79,7 @@ class TransformersAgent(AgentBackend):
             import hashlib
             import json
 
-            from .content_hashes import folder_content
+            from mra_cir.retrieval.content_hashes import folder_content
 
             files = folder_content(self.model_name)
             self._weights = hashlib.sha256(json.dumps(files).encode()).hexdigest()[:16] if files else ""

@@ -1,7 +1,7 @@
-"""MRA triplets from unlabeled images: the pool (`pool`: the folder's images, a seeded per-class / total sample),
-embed (`image_features`), mine (`mining`; `shared_windows`: every rank window from one ranking pass), the builder
-(`config`, `builder`, `agent_steps`: the agent's captions and modification texts through a `datasets` builder) and
-publishing (`publishing`)."""
+"""MRA triplets from unlabeled images, on the features that `mra_cir.retrieval` embeds: mine (`mining`: the rank window
+and its spelling; `shared_windows`: every rank window from one ranking pass), the builder (`config`, `builder`,
+`agent_steps`: the agent's captions and modification texts through a `datasets` builder; `pool_messages`: why a pool
+gives no pair) and publishing (`publishing`)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """The agent's part of a triplet build, as `MraTriplets` runs it: step 1 (a caption per image, once, in the main
-process) and, per shard of pairs, step 2 (the modification text) and the optional verification, every answer through
-`OutputFilter` with counted rejections and counted failures.
+process) and, per shard of pairs, step 2 (the modification text) and the optional verification ([`.verification`]:
+the agent's self-check and cycle consistency), every answer through `OutputFilter` with counted rejections and
+counted failures.
 
 With `agent_mode="direct"` step 1 is skipped: no caption is asked, every image gets an empty caption, step 2 sees the
 two images only (its prompt set has `uses_captions=False`), and the filter's `same_as_caption` check is off.
@@ -10,10 +11,11 @@ from __future__ import annotations
 
 from collections import Counter
 
-from ..agents.base import AgentImage, ModificationRequest, parse_yes_no
+from ..agents.base import AgentImage, ModificationRequest
 from ..agents.cache import CachedAgent
 from ..agents.filters import OutputFilter
 from .config import MraTripletsConfig
+from .verification import CycleCheck, verify_accepted
 
 
 def caption_images(
@@ -43,11 +45,16 @@ def caption_images(
 
 
 def modification_shard(
-    cached_agent: CachedAgent, pairs: list[dict], captions: dict[str, dict | None], config: MraTripletsConfig
-) -> tuple[list[tuple[ModificationRequest, dict, str]], dict]:
-    """Step 2 (and the verification, with `config.verify`) for one shard of mined pairs: `(accepted, counts)` where
-    `accepted` holds `(request, pair, modification text)` of the kept pairs, in order, and `counts` the shard's
-    statistics (`pairs`, `kept`, `rejected` by reason, `failed` by step)."""
+    cached_agent: CachedAgent,
+    pairs: list[dict],
+    captions: dict[str, dict | None],
+    config: MraTripletsConfig,
+    cycle_check: CycleCheck | None = None,
+) -> tuple[list[tuple[ModificationRequest, dict, str]], dict, list[tuple]]:
+    """Step 2 (and the verification, with `config.verify` / `cycle_check`) for one shard of mined pairs:
+    `(accepted, counts, dropped)` where `accepted` holds `(request, pair, modification text)` of the kept pairs, in
+    order, `counts` the shard's statistics (`pairs`, `kept`, `rejected` by reason, `failed` by step) and `dropped`
+    `(request, pair, text, reasons)` of the pairs a verifier rejected."""
     output_filter = OutputFilter(max_words=config.max_words, max_chars=config.max_chars)
     failed: Counter = Counter()  # pairs without a final outcome, by the step whose request failed
     requests, kept_pairs = [], []
@@ -76,22 +83,16 @@ def modification_shard(
         clean = output_filter.modification(text, request.reference_caption, request.target_caption)
         if clean is not None:
             accepted.append((request, pair, clean))
-    if config.verify and accepted:
-        answers = cached_agent.verify([a[0] for a in accepted], [a[2] for a in accepted])
-        verified = []
-        for item, answer in zip(accepted, answers):
-            if answer is None:
-                failed["verify"] += 1
-            elif output_filter.verification(parse_yes_no(answer)):
-                verified.append(item)
-        accepted = verified
+    dropped: list[tuple] = []
+    if (config.verify or cycle_check is not None) and accepted:
+        accepted, dropped = verify_accepted(cached_agent, accepted, config, output_filter, failed, cycle_check)
     counts = {
         "pairs": len(pairs),
         "kept": len(accepted),
         "rejected": dict(output_filter.rejected),
         "failed": dict(failed),
     }
-    return accepted, counts
+    return accepted, counts, dropped
 
 
 __all__ = ["caption_images", "modification_shard"]

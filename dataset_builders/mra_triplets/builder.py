@@ -51,17 +51,19 @@ from pathlib import Path
 import datasets
 
 from mra_cir.modeling_mra_cir.loading import check_model_source
+from mra_cir.retrieval.content_hashes import ContentHashes
+from mra_cir.retrieval.image_files import list_images
 
 from ..agents.base import AgentBackend, AgentError, AgentImage
 from ..agents.cache import CachedAgent, ResponseCache
-from ..agents.content_hashes import ContentHashes
 from ..agents.registry import make_agent
 from .agent_steps import caption_images, modification_shard
-from .config import FEATURES, MraTripletsConfig
+from .config import FEATURES, MraTripletsConfig, triplet_features
 from .fingerprints import atomic_write_json, fingerprint, image_hashes, miner_key, model_identity
-from .pool import list_images, no_pairs_message, too_few_images_message
+from .pool_messages import no_pairs_message, too_few_images_message
 from .processes import workers_end_with_this_process
 from .summary import IncompleteBuildError, read_build_summary, record_agent_error, stop_reason
+from .verification import DROPPED_SPLIT, CycleCheck, read_dropped, write_dropped
 
 
 class MraTriplets(datasets.GeneratorBasedBuilder):
@@ -99,8 +101,8 @@ class MraTriplets(datasets.GeneratorBasedBuilder):
     """
 
     BUILDER_CONFIG_CLASS = MraTripletsConfig
-    # bump when the generation logic changes (1.2: pool sampling, agent_mode; 1.3: control characters rejected)
-    VERSION = datasets.Version("1.3.0")
+    # bump when the generation logic changes (1.2: pool sampling, agent_mode; 1.3: control characters; 1.4: cycle check)
+    VERSION = datasets.Version("1.4.0")
 
     def __init__(
         self,
@@ -188,7 +190,8 @@ class MraTriplets(datasets.GeneratorBasedBuilder):
     def _as_dataset(self, split=datasets.Split.TRAIN, in_memory: bool = False) -> datasets.Dataset:
         info = (self.info.splits or {}).get(str(split))
         if info is not None and info.num_examples == 0:  # every pair rejected: an empty dataset, not a reader error
-            return datasets.Dataset.from_dict({name: [] for name in FEATURES}, features=FEATURES, split=split)
+            features = self.info.features or FEATURES
+            return datasets.Dataset.from_dict({name: [] for name in features}, features=features, split=split)
         return super()._as_dataset(split=split, in_memory=in_memory)
 
     # -- helpers -------------------------------------------------------------------------------------------------------
@@ -219,15 +222,14 @@ class MraTriplets(datasets.GeneratorBasedBuilder):
         return datasets.DatasetInfo(
             description="MRA triplets: (reference image, modification text, target image) built from unlabeled "
             "images by rank-window mining and a two-step multimodal agent (arXiv 2505.19952).",
-            features=FEATURES,
+            features=triplet_features(self.config),
         )
 
     # -- once: embed, mine, caption ----------------------------------------------------------------------------------
 
     def _embed(self, listed: list[tuple[str, str]]):
         from mra_cir.modeling_mra_cir.loading import load_model_and_processor
-
-        from .image_features import extract_image_features
+        from mra_cir.retrieval.image_features import extract_image_features
 
         model, processor = load_model_and_processor(self.config.embedding_model, device=self.device)
         output_dir = self.work_dir / f"features-{self._model_key}"  # the images' bytes are in its manifest
@@ -318,46 +320,64 @@ class MraTriplets(datasets.GeneratorBasedBuilder):
             {"index": index, "pairs": pairs[start : start + size]}
             for index, start in enumerate(range(0, len(pairs), size))
         ]
-        return [
-            datasets.SplitGenerator(
-                name=datasets.Split.TRAIN,
-                gen_kwargs={"shards": shards, "captions_path": str(captions_path), "stats_dir": str(self.stats_dir)},
-            )
-        ]
+        cycle = None
+        if config.cycle_check:  # the window candidates' tokens, once, for every shard's process
+            cycle = CycleCheck.prepare(self.stats_dir / "cycle_check.pt", features, pairs, config, self.device)
+        kwargs = {"shards": shards, "captions_path": str(captions_path), "stats_dir": str(self.stats_dir)}
+        splits = [datasets.SplitGenerator(name=datasets.Split.TRAIN, gen_kwargs={**kwargs, "cycle_check": cycle})]
+        if config.verify or config.cycle_check:  # what the verifiers drop, written by the train split's shards
+            splits.append(datasets.SplitGenerator(name=DROPPED_SPLIT, gen_kwargs={**kwargs, "split": DROPPED_SPLIT}))
+        return splits
 
     # -- per shard: modification text (+ verification) -----------------------------------------------------------
 
-    def _generate_examples(self, shards: list[dict], captions_path: str, stats_dir: str):
+    def _generate_examples(
+        self, shards: list[dict], captions_path: str, stats_dir: str, cycle_check=None, split: str = "train"
+    ):
+        if split == DROPPED_SPLIT:
+            for local_index, shard in enumerate(shards):
+                for item_index, (request, pair, text, reasons) in enumerate(read_dropped(stats_dir, shard["index"])):
+                    yield datasets.builder.Key(local_index, item_index), self._row(request, pair, text, reasons)
+            return
         config = self.config
         captions = json.loads(Path(captions_path).read_text())
         cached_agent = self._cached_agent()
         for local_index, shard in enumerate(shards):
             try:
-                accepted, counts = modification_shard(cached_agent, shard["pairs"], captions, config)
+                accepted, counts, dropped = modification_shard(
+                    cached_agent, shard["pairs"], captions, config, cycle_check
+                )
             except AgentError as error:  # reaches the main process without its type when raised in a worker
                 record_agent_error(stats_dir, shard["index"], error)
                 raise
             counts["agent"] = cached_agent.stats.to_dict()
+            if config.verify or config.cycle_check:
+                write_dropped(stats_dir, shard["index"], dropped)
             atomic_write_json(Path(stats_dir) / f"shard-{shard['index']:05d}.json", counts)
             cached_agent.stats = type(cached_agent.stats)()
             for item_index, (request, pair, text) in enumerate(accepted):
-                reference_bytes, target_bytes = (
-                    Path(i.path).read_bytes() for i in (request.reference, request.target)
-                )
-                yield (
-                    datasets.builder.Key(local_index, item_index),
-                    {
-                        "reference_image": {"path": pair["reference_id"], "bytes": reference_bytes},
-                        "target_image": {"path": pair["target_id"], "bytes": target_bytes},
-                        "modification_text": text,
-                        "reference_caption": request.reference_caption,
-                        "target_caption": request.target_caption,
-                        "rank": pair["rank"],
-                        "score": pair["score"],
-                        "reference_id": pair["reference_id"],
-                        "target_id": pair["target_id"],
-                    },
-                )
+                yield datasets.builder.Key(local_index, item_index), self._row(request, pair, text, [])
+
+    def _row(self, request, pair: dict, text: str, reasons: list[str]) -> dict:
+        """One example: the triplet, and the columns of `triplet_features` this config adds."""
+        reference_bytes, target_bytes = (Path(i.path).read_bytes() for i in (request.reference, request.target))
+        row = {
+            "reference_image": {"path": pair["reference_id"], "bytes": reference_bytes},
+            "target_image": {"path": pair["target_id"], "bytes": target_bytes},
+            "modification_text": text,
+            "reference_caption": request.reference_caption,
+            "target_caption": request.target_caption,
+            "rank": pair["rank"],
+            "score": pair["score"],
+            "reference_id": pair["reference_id"],
+            "target_id": pair["target_id"],
+        }
+        if "drop_reason" in self.info.features:
+            row["drop_reason"] = ",".join(reasons)
+        if "agent_error" in self.info.features:
+            known = getattr(self.get_agent(), "known_error", None)
+            row["agent_error"] = (known(request, text) if known else None) or ""
+        return row
 
     # -- reporting -----------------------------------------------------------------------------------------------------
 

@@ -31,6 +31,18 @@ FEATURES = datasets.Features(
 )
 
 
+def triplet_features(config: MraTripletsConfig) -> datasets.Features:
+    """The columns a build writes: `FEATURES`, plus `drop_reason` when a verifier is on ("" in `train`, the reasons in
+    the `dropped` split) and, with the synthetic world's scene agent only, `agent_error` ("" for a true text, else
+    the error kind it carries: the world knows the truth, a real agent does not)."""
+    features = dict(FEATURES)
+    if config.verify or config.cycle_check:
+        features["drop_reason"] = datasets.Value("string")
+    if config.agent == "scene":
+        features["agent_error"] = datasets.Value("string")
+    return datasets.Features(features)
+
+
 @dataclass
 class MraTripletsConfig(datasets.BuilderConfig):
     """Every parameter that changes the triplets (primitive fields only, so the cache folder name is honest).
@@ -61,7 +73,11 @@ class MraTripletsConfig(datasets.BuilderConfig):
             the pool stays fixed while the mining seed varies, and the other way round). The sample is the same for
             the same seed whatever the file system's listing order.
         verify (`bool`, defaults to False): ask the agent whether each modification text describes the change and
-            keep only "yes" answers (higher precision, one more call per pair).
+            keep only "yes" answers (higher precision, one more call per pair; `verification`).
+        cycle_check (`bool`, defaults to False): keep a pair only when the embedding model's composed query
+            (reference, text) ranks the target within the top `cycle_k` of the reference's window candidates (ranks
+            q1..q2); no agent call (`verification`).
+        cycle_k (`int`, defaults to 3): the cycle check's k.
         max_words (`int`, defaults to 40): longer answers are rejected.
         max_chars (`int`, defaults to 300): longer answers are rejected.
         pairs_per_shard (`int`, defaults to 256): pairs per generation shard (the unit of parallelism).
@@ -83,6 +99,8 @@ class MraTripletsConfig(datasets.BuilderConfig):
     per_class: int | None = None
     sample_seed: int = 0
     verify: bool = False
+    cycle_check: bool = False
+    cycle_k: int = 3
     max_words: int = 40
     max_chars: int = 300
     pairs_per_shard: int = 256
@@ -105,7 +123,7 @@ class MraTripletsConfig(datasets.BuilderConfig):
             raise ValueError(f"MraTripletsConfig.max_images must be >= 2, got {self.max_images}")
         if self.per_class is not None and self.per_class < 1:
             raise ValueError(f"MraTripletsConfig.per_class must be >= 1, got {self.per_class}")
-        for name in ("max_new_tokens", "max_words", "max_chars", "pairs_per_shard"):
+        for name in ("max_new_tokens", "max_words", "max_chars", "pairs_per_shard", "cycle_k"):
             if getattr(self, name) < 1:
                 raise ValueError(f"MraTripletsConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.agent_mode not in AGENT_MODES:
@@ -121,4 +139,4 @@ class MraTripletsConfig(datasets.BuilderConfig):
             )
 
 
-__all__ = ["AGENT_MODES", "FEATURES", "REQUIRED_COLUMNS", "MraTripletsConfig"]
+__all__ = ["AGENT_MODES", "FEATURES", "REQUIRED_COLUMNS", "MraTripletsConfig", "triplet_features"]

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..agents.content_hashes import ContentHashes, folder_content
+from mra_cir.retrieval.content_hashes import ContentHashes, folder_content
 
 logger = logging.getLogger(__name__)
 
@@ -28,20 +28,6 @@ logger = logging.getLogger(__name__)
 def fingerprint(*parts: Any) -> str:
     """A short hash of JSON-able parts (a cache key)."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def folder_state(folder: str | Path) -> list:
-    """`[relative path, size, mtime_ns]` of every file under `folder` (or of the file itself), sorted."""
-    folder = Path(folder)
-    if not folder.exists():
-        return []
-    if folder.is_file():
-        return [[folder.name, folder.stat().st_size, folder.stat().st_mtime_ns]]
-    return sorted(
-        [path.relative_to(folder).as_posix(), path.stat().st_size, path.stat().st_mtime_ns]
-        for path in folder.rglob("*")
-        if path.is_file()
-    )
 
 
 def model_key(name_or_path: str, memo: ContentHashes | None = None) -> str:
@@ -128,7 +114,6 @@ def miner_key(miner) -> str:
 __all__ = [
     "atomic_write_json",
     "fingerprint",
-    "folder_state",
     "hub_revision",
     "image_hashes",
     "miner_key",

@@ -1,14 +1,14 @@
 """Rank-window mining of (reference, target) pairs from image token features.
 
 For each reference image, every other image is ranked by token-level similarity
-([`~mra_cir.modeling_mra_cir.similarity.topk_token_similarity`]); after removing the reference itself and exact duplicates
+([`~mra_cir.retrieval.similarity.topk_token_similarity`]); after removing the reference itself and exact duplicates
 (same bytes, listed by `extract_image_features`, or identical features), the target is drawn uniformly from ranks
 `q1..q2` (1-based; the paper uses 51..60): similar enough to be related, different enough for a non-trivial
 modification text. Draws are seeded per reference (`seed` and the reference id), so the result does not depend on
 the order of processing nor on how references are split across processes.
 
 Approximate mining (`approximate=True`) ranks only faiss candidates, re-ranked exactly
-([`~mra_cir.modeling_mra_cir.approximate_search.ApproximateTokenIndex`]); with `check_window=True` it reports the fraction of sampled
+([`~mra_cir.retrieval.approximate_search.ApproximateTokenIndex`]); with `check_window=True` it reports the fraction of sampled
 targets whose exact rank lies in `[q1, q2]` (`stats["window_agreement"]`).
 """
 
@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mra_cir.modeling_mra_cir.approximate_search import ApproximateTokenIndex
-from mra_cir.modeling_mra_cir.similarity import default_block_sizes, topk_token_similarity
+from mra_cir.retrieval.approximate_search import ApproximateTokenIndex
+from mra_cir.retrieval.similarity import default_block_sizes, topk_token_similarity
 
 RANK_MARGIN = 16  # extra neighbours fetched so that dropped feature duplicates rarely force a second search
 DUPLICATE_SCORE = 1.0 - 1e-4  # candidates scoring at least this are compared feature-for-feature with the reference
@@ -44,6 +44,37 @@ class MinedPairs:
     pairs: list[dict] = field(default_factory=list)
     too_few: list[str] = field(default_factory=list)
     stats: dict = field(default_factory=dict)
+
+
+def parse_window(text: str) -> tuple[int, int] | None:
+    """One rank window as users write it: `"51-60"` -> `(51, 60)`, `"5"` -> `(5, 5)`, `"random"` -> None (uniform over
+    the whole pool). The one spelling of a window in every command (`--window`, `--windows`, the quickstart)."""
+    text = text.strip()
+    if text.lower() == "random":
+        return None
+    q1, _, q2 = text.partition("-")
+    try:
+        window = (int(q1), int(q2 or q1))
+    except ValueError:
+        raise ValueError(f"a window is 'q1-q2' (e.g. 51-60), one rank or 'random', got {text!r}") from None
+    if not 1 <= window[0] <= window[1]:
+        raise ValueError(f"a window needs 1 <= q1 <= q2, got {text!r}")
+    return window
+
+
+def parse_windows(spec: str) -> list[tuple[int, int]]:
+    """Comma-separated windows: `"1-1,11-20"` (or `"1,11-20"`) -> `[(1, 1), (11, 20)]`, no repeats, no `random`."""
+    windows = []
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        window = parse_window(part)
+        if window is None:
+            raise ValueError(f"{part!r}: give ranks q1-q2 here")
+        if window in windows:
+            raise ValueError(f"{part!r} given twice")
+        windows.append(window)
+    if not windows:
+        raise ValueError("no window given")
+    return windows
 
 
 def _validate(q1: int, q2: int, targets_per_reference: int, reduce: str) -> None:
@@ -70,17 +101,31 @@ def mining_query_block_size(features: torch.Tensor) -> int:
     return min(64, default_block_sizes(q, q, features.device, features.dtype)[0])
 
 
-def slice_bounds(num_references: int, num_processes: int, process_index: int, align: int = 1) -> tuple[int, int]:
-    """Contiguous `[start, stop)` of the references for one process, boundaries multiples of `align`."""
-    blocks = -(-num_references // align)
-    per = -(-blocks // num_processes)
-    start = min(num_references, process_index * per * align)
-    stop = min(num_references, (process_index + 1) * per * align)
-    return start, stop
+def mining_inputs(
+    features: torch.Tensor, ids: Sequence, duplicates: dict[str, str] | None
+) -> tuple[torch.Tensor, list[str], list[int], list[str]]:
+    """The checked inputs of a mining run: `(features as (N, Q, D), ids as strings, positions kept, ids kept)`, the
+    byte duplicates (`duplicates`: duplicate id -> first id) left out of the keys.
+
+    Raises:
+        `ValueError`: a shape that does not match the ids, or repeated ids.
+    """
+    ids = [str(i) for i in ids]
+    if features.dim() == 2:
+        features = features.unsqueeze(1)
+    if features.dim() != 3 or features.shape[0] != len(ids):
+        raise ValueError(
+            f"features must have shape (N, Q, D) with N = len(ids) = {len(ids)}, got {tuple(features.shape)}"
+        )
+    if len(set(ids)) != len(ids):
+        raise ValueError("ids must be unique")
+    keep = [i for i, id_ in enumerate(ids) if id_ not in (duplicates or {})]
+    return features, ids, keep, [ids[i] for i in keep]
 
 
-class _Ranker:
-    """Ranked, cleaned candidate lists for references (exact or approximate)."""
+class Ranker:
+    """Ranked, cleaned candidate lists for references (exact or approximate): the one ranking of the candidates that
+    fixed windows, the adaptive window and the cycle-consistency check read."""
 
     def __init__(self, keys: torch.Tensor, reduce: str, approximate: bool, n_candidates: int | None, block: int):
         self.keys = keys
@@ -203,23 +248,12 @@ def sample_rank_window(
     """
     _validate(q1, q2, targets_per_reference, reduce)
     stop = len(ids) if stop is None else stop
-    ids = [str(i) for i in ids]
-    if features.dim() == 2:
-        features = features.unsqueeze(1)
-    if features.dim() != 3 or features.shape[0] != len(ids):
-        raise ValueError(
-            f"features must have shape (N, Q, D) with N = len(ids) = {len(ids)}, got {tuple(features.shape)}"
-        )
-    if len(set(ids)) != len(ids):
-        raise ValueError("ids must be unique")
-    duplicates = duplicates or {}
-    keep = [i for i, id_ in enumerate(ids) if id_ not in duplicates]
-    kept_ids = [ids[i] for i in keep]
+    features, ids, keep, kept_ids = mining_inputs(features, ids, duplicates)
     position = {i: p for p, i in enumerate(keep)}
     keys = features[keep]
     references = [i for i in range(start, stop) if i in position]
     ref_positions = torch.tensor([position[i] for i in references], dtype=torch.long)
-    ranker = _Ranker(keys, reduce, approximate, n_candidates, mining_query_block_size(keys))
+    ranker = Ranker(keys, reduce, approximate, n_candidates, mining_query_block_size(keys))
     ranked = ranker.ranked(ref_positions, q2, show_progress=show_progress) if len(references) else []
 
     result = MinedPairs()
@@ -251,7 +285,7 @@ def sample_rank_window(
     return result
 
 
-def _window_check(ranker: _Ranker, drawn, q1, q2, seed, sample, approx_ranked, ref_positions) -> dict:
+def _window_check(ranker: Ranker, drawn, q1, q2, seed, sample, approx_ranked, ref_positions) -> dict:
     """Exact ranks of a sample of approximately drawn targets: fraction in [q1, q2], and recall of the exact top-q2."""
     rng = np.random.default_rng(seed)
     chosen = sorted(rng.choice(len(drawn), size=min(sample, len(drawn)), replace=False).tolist())

@@ -7,6 +7,7 @@ folder/
   README.md                 dataset card: YAML metadata (configs -> data files, features, sizes), the builder
                             config, counts, filter statistics, how it was made
   data/train-00000-of-0000N.parquet   images embedded as bytes
+  data/dropped-00000-of-0000N.parquet what a verifier dropped (with `drop_reason`), when the build verified
   build_summary.json        the builder's statistics (machine-readable)
 ```
 
@@ -42,7 +43,7 @@ the reference's neighbours), `reference_id`, `target_id`.
 2. For each reference image, {targets_per_reference} target(s) were sampled among its neighbours ranked
    {q1}..{q2} by token-level similarity (reduction `{reduce}`, seed {seed}).
 3. The agent (`{agent}` backend, model `{agent_model}`, prompts `{prompt_version}`, mode `{agent_mode}`)
-   {agent_note}{verify_note}.
+   {agent_note}{verify_note}.{dropped_note}
 4. Outputs were normalised (one line, trimmed) and rejected when empty, refusals, referring to the images by
    position, {caption_filter}or longer than {max_words} words / {max_chars} characters.
 
@@ -90,6 +91,7 @@ def dataset_card(
     pretty_name: str = "MRA triplets",
     license: str | None = None,
     download_size: int | None = None,
+    dropped: datasets.Dataset | None = None,
 ) -> DatasetCard:
     """The dataset card (YAML metadata + text) of a triplet dataset.
 
@@ -101,6 +103,7 @@ def dataset_card(
         repo_id (`str`): shown in the loading snippet.
         pretty_name (`str`), license (`str`, *optional*): card metadata.
         download_size (`int`, *optional*): bytes of the Parquet files (goes into `dataset_info`).
+        dropped (`datasets.Dataset`, *optional*): the pairs a verifier dropped (the builder's `dropped` split).
     """
     if summary.get("triplets", len(dataset)) != len(dataset):
         raise ValueError(f"the summary counts {summary['triplets']} triplets but the dataset has {len(dataset)} rows")
@@ -114,9 +117,21 @@ def dataset_card(
         task_categories=["image-to-image", "image-feature-extraction"],
         tags=["composed-image-retrieval", "mra-cir", "synthetic-annotations"],
         size_categories=[size_category],
-        configs=[{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}],
-        dataset_info=_dataset_info(dataset, download_size),
-        mra_cir={"builder_config": config, "counts": _counts(summary, size)},
+        configs=[
+            {
+                "config_name": "default",
+                "data_files": [
+                    {"split": name, "path": f"data/{name}-*"}
+                    for name in ("train", "dropped")[: 1 + (dropped is not None)]
+                ],
+            }
+        ],
+        dataset_info=_dataset_info(dataset, download_size, dropped),
+        mra_cir={
+            "builder_config": config,
+            "counts": _counts(summary, size),
+            **({"type_balance": summary["type_balance"]} if summary.get("type_balance") else {}),
+        },
     )
     rejected = summary.get("rejected") or {}
     rejections = "\n".join(f"- `{reason}`: {count}" for reason, count in sorted(rejected.items())) or "- none"
@@ -133,15 +148,63 @@ def dataset_card(
         revision_note=f" (revision `{revision}`)" if revision else "",
         agent_note=DIRECT_NOTE if direct else TWO_STEP_NOTE,
         caption_filter="" if direct else "repeating a caption, ",
-        verify_note=" and was asked to verify each text (only 'yes' kept)" if config.get("verify") else "",
+        verify_note=_verify_note(config),
+        dropped_note=f" The {len(dropped)} pairs a verifier dropped are kept in the `dropped` split, their reasons in "
+        "`drop_reason` (counted below under the first)."
+        if dropped is not None
+        else "",
         triplets=size,
         rejections=rejections,
         config_json=json.dumps(config, indent=2, sort_keys=True, default=str),
         repo_id=repo_id,
         **{k: summary.get(k, "?") for k in _COUNT_KEYS if k != "triplets"},
-        **{k: v for k, v in fields.items() if k not in ("verify",)},
+        **{k: v for k, v in fields.items() if k not in ("verify", "cycle_check")},
     )
+    text = text.replace("\n## Builder config", types_section(dataset, summary) + "\n## Builder config", 1)
     return DatasetCard(f"---\n{data.to_yaml()}\n---\n{text}")
+
+
+def types_section(dataset: datasets.Dataset, summary: dict) -> str:
+    """The card's "Transformation types" section: how many texts ask for each kind of change (the lexical tagger,
+    `transformation_types`), and, when the build balanced them (`--balance-types`), the quotas and candidates."""
+    from .transformation_types import TYPE_NAMES, type_mix
+
+    mix = type_mix(dataset["modification_text"]) if "modification_text" in dataset.column_names else None
+    if not mix or not mix["texts"]:
+        return ""
+    lines = [
+        "\n## Transformation types\n",
+        "What the modification texts ask for, read by the library's lexical tagger (a text may ask for several: "
+        "*primary* counts each text once, by the change it names first; *any* counts every change it names).\n",
+        "| type | primary | any |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {TYPE_NAMES[t]} | {mix['primary'].get(t, 0)} | {n} |" for t, n in mix["any"].items()]
+    balance = summary.get("type_balance")
+    if balance:
+        target = balance["target"] if isinstance(balance["target"], str) else json.dumps(balance["target"])
+        lines += [
+            "",
+            f"Balanced by type (target `{target}`): {sum(balance['candidates'].values())} candidate triplets, "
+            f"{sum(balance['kept'].values())} kept by per-type quotas (primary type)"
+            + (f"; fewer candidates than their share: {', '.join(balance['short'])}" if balance["short"] else "")
+            + ".\n",
+            "| type | candidates | kept |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {TYPE_NAMES[t]} | {n} | {balance['kept'].get(t, 0)} |" for t, n in balance["candidates"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def _verify_note(config: dict) -> str:
+    """The verification the build ran, in words (the agent's self-check, the cycle check, both or none)."""
+    parts = ["was asked to verify each text (only 'yes' kept)"] if config.get("verify") else []
+    if config.get("cycle_check"):
+        parts.append(
+            f"each text had to bring the embedding model's composed query to the target within the top "
+            f"{config.get('cycle_k')} of the reference's window candidates (cycle consistency)"
+        )
+    return "".join(f" and {part}" for part in parts)
 
 
 def _pool_note(config: dict) -> str:
@@ -167,7 +230,7 @@ _COUNT_KEYS = (
 )
 
 
-def _dataset_info(dataset: datasets.Dataset, download_size: int | None) -> dict:
+def _dataset_info(dataset: datasets.Dataset, download_size: int | None, dropped=None) -> dict:
     # `load_dataset("<folder>")` caches a local folder by its name and this metadata (not by the files' contents):
     # the sizes keep two different exports in folders of the same name apart
     num_bytes = int(dataset.data.nbytes)
@@ -176,6 +239,9 @@ def _dataset_info(dataset: datasets.Dataset, download_size: int | None) -> dict:
         "splits": [{"name": "train", "num_bytes": num_bytes, "num_examples": len(dataset)}],
         "dataset_size": num_bytes,
     }
+    if dropped is not None:
+        info["splits"].append({"name": "dropped", "num_bytes": int(dropped.data.nbytes), "num_examples": len(dropped)})
+        info["dataset_size"] += int(dropped.data.nbytes)
     if download_size is not None:
         info["download_size"] = int(download_size)
     return info
@@ -196,6 +262,7 @@ def export_triplets(
     max_shard_size: int = 500 << 20,
     save_arrow: bool = False,
     repo_id: str = "<user>/<repo>",
+    dropped: datasets.Dataset | None = None,
 ) -> Path:
     """Write Parquet shards (images embedded), the dataset card and the summary to `folder` (see module docstring).
 
@@ -207,22 +274,27 @@ def export_triplets(
         max_shard_size (`int`, defaults to 500 MiB): approximate bytes per Parquet shard.
         save_arrow (`bool`, defaults to False): also `save_to_disk(folder / "arrow")`.
         repo_id (`str`): shown in the card's loading snippet.
+        dropped (`datasets.Dataset`, *optional*): what a verifier dropped (`builder.as_dataset(split="dropped")`),
+            written as `data/dropped-*.parquet` so nothing the agent wrote is lost.
 
     Returns:
         `Path`: the folder.
     """
     folder = Path(folder)
     (folder / "data").mkdir(parents=True, exist_ok=True)
-    for old in (folder / "data").glob("train-*.parquet"):
+    for old in [*(folder / "data").glob("train-*.parquet"), *(folder / "data").glob("dropped-*.parquet")]:
         old.unlink()
-    dataset = dataset.flatten_indices() if dataset._indices is not None else dataset
-    num_shards = max(1, math.ceil((dataset.data.nbytes or 1) / max_shard_size))
-    for index in range(num_shards):
-        shard = dataset.shard(num_shards=num_shards, index=index, contiguous=True)
-        shard.to_parquet(str(folder / "data" / f"train-{index:05d}-of-{num_shards:05d}.parquet"))
+    for name, part in (("train", dataset), ("dropped", dropped)):
+        if part is None:
+            continue
+        part = part.flatten_indices() if part._indices is not None else part
+        num_shards = max(1, math.ceil((part.data.nbytes or 1) / max_shard_size))
+        for index in range(num_shards):
+            shard = part.shard(num_shards=num_shards, index=index, contiguous=True)
+            shard.to_parquet(str(folder / "data" / f"{name}-{index:05d}-of-{num_shards:05d}.parquet"))
     summary = dict(summary or {})
-    download_size = sum(path.stat().st_size for path in (folder / "data").glob("train-*.parquet"))
-    card = dataset_card(dataset, config or {}, summary, repo_id=repo_id, download_size=download_size)
+    download_size = sum(path.stat().st_size for path in (folder / "data").glob("*.parquet"))
+    card = dataset_card(dataset, config or {}, summary, repo_id=repo_id, download_size=download_size, dropped=dropped)
     card.save(folder / "README.md")
     (folder / "build_summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True, default=str))
     if save_arrow:
@@ -272,7 +344,11 @@ def load_triplets(spec: str, split: str = "train"):
     elif path.is_dir() and (path / "dataset_dict.json").is_file():
         loaded = datasets.load_from_disk(str(path))
     elif spec.endswith(".parquet") or (path.is_dir() and any(path.glob("**/*.parquet"))):
-        files = spec if spec.endswith(".parquet") else str(path / "**" / "*.parquet")
+        # an exported folder holds a `dropped` split beside `train` when the build verified: read the split's files
+        named = path.is_dir() and any(path.glob(f"**/{split}-*.parquet"))
+        files = (
+            spec if spec.endswith(".parquet") else str(path / "**" / (f"{split}-*.parquet" if named else "*.parquet"))
+        )
         loaded = datasets.load_dataset("parquet", data_files={split: files}, split=split)
     else:
         loaded = datasets.load_dataset(spec, split=split)

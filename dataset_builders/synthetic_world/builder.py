@@ -41,6 +41,7 @@ from .scenes import (
     sample_scene,
 )
 from .single_edit import generate_benchmark
+from .variant_pool import generate_variant_pool, parse_edit_weights
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -161,6 +162,10 @@ class SyntheticWorldConfig(datasets.BuilderConfig):
         image_size (`int`, defaults to 32): side of the rendered images in pixels.
         reference_distractors (`int`, defaults to 3), text_distractors (`int`, defaults to 3): the single-edit
             benchmark's distractors per query (see [`.single_edit`]).
+        variants_per_root (`int`, defaults to 0): 0 = the default pool of independent scenes; N > 0 = a pool of
+            families of variants, N images per root scene ([`.variant_pool`]); with it `duplicate_rate` (share of
+            near-duplicate re-renders) and `edit_weights` (`"color=0.7,shape=0.05,..."`, the kind of edit of a
+            variant; empty = the benchmarks' mix).
     """
 
     part: str = "pool"
@@ -173,6 +178,9 @@ class SyntheticWorldConfig(datasets.BuilderConfig):
     image_size: int = 32
     reference_distractors: int = 3
     text_distractors: int = 3
+    variants_per_root: int = 0
+    duplicate_rate: float = 0.0
+    edit_weights: str = ""
 
     def __post_init__(self):
         super().__post_init__()
@@ -195,6 +203,9 @@ class SyntheticWorldConfig(datasets.BuilderConfig):
             self.name = f"{what}-s{self.seed}-n{self.pool_size}-q{size[self.benchmark]}-px{self.image_size}"
             if self.part != "pool" and self.benchmark == "single_edit":
                 self.name += f"-d{self.reference_distractors}x{self.text_distractors}"
+            if self.part == "pool" and self.variants_per_root:
+                weights = self.edit_weights.replace("=", "").replace(",", "_").replace(".", "p")
+                self.name += f"-v{self.variants_per_root}-dup{self.duplicate_rate:g}-{weights or 'mix'}"
 
 
 class SyntheticWorld(datasets.GeneratorBasedBuilder):
@@ -220,6 +231,12 @@ class SyntheticWorld(datasets.GeneratorBasedBuilder):
 
     def _generate_examples(self):
         c = self.config
+        if c.part == "pool" and c.variants_per_root:
+            weights = parse_edit_weights(c.edit_weights)
+            yield from generate_variant_pool(
+                c.seed, c.pool_size, c.image_size, c.variants_per_root, c.duplicate_rate, weights
+            )
+            return
         if c.part == "pool":
             yield from generate_pool(c.seed, c.pool_size, c.image_size)
             return
@@ -268,6 +285,7 @@ def build_world(
     cirr_queries: int = 400,
     circo_queries: int = 200,
     benchmarks: tuple[str, ...] = BENCHMARKS,
+    pool_options: dict | None = None,
 ) -> World:
     """Build (or load from `cache_dir`) the pool and the benchmarks with [`SyntheticWorld`].
 
@@ -276,6 +294,8 @@ def build_world(
             circo_queries: see [`SyntheticWorldConfig`].
         cache_dir (`str` or `Path`, *optional*): where the Arrow files go (the datasets default cache otherwise).
         benchmarks (`tuple[str, ...]`, defaults to all of `BENCHMARKS`): which benchmarks to build.
+        pool_options (`dict`, *optional*): `variants_per_root`, `duplicate_rate`, `edit_weights` of the pool (see
+            [`SyntheticWorldConfig`]; the benchmarks do not depend on them).
 
     Returns:
         [`World`].
@@ -292,13 +312,16 @@ def build_world(
     )
     cache = str(cache_dir) if cache_dir else None
 
+    pool_options = {k: v for k, v in (pool_options or {}).items() if v}
+
     def part(name: str, benchmark: str = "single_edit") -> datasets.Dataset:
-        builder = SyntheticWorld(cache_dir=cache, part=name, benchmark=benchmark, **settings)
+        extra = pool_options if name == "pool" else {}
+        builder = SyntheticWorld(cache_dir=cache, part=name, benchmark=benchmark, **settings, **extra)
         builder.download_and_prepare()
         return builder.as_dataset(split="train")
 
     built = {name: (part("gallery", name), part("queries", name)) for name in benchmarks}
-    return World(pool=part("pool"), benchmarks=built, settings=settings)
+    return World(pool=part("pool"), benchmarks=built, settings={**settings, **pool_options})
 
 
 __all__ = [

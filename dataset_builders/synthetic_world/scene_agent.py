@@ -4,7 +4,18 @@ It plays the multimodal LLM of the paper in [`~mra_cir.dataset_builders.syntheti
 scene graph, step 2 describes the difference between a reference and a target (objects matched by their left/right
 slot: colour, shape and size changes, added, removed and moved objects, the background). With `error_rate > 0` it
 behaves like an imperfect MLLM: that fraction of answers has one attribute wrong (a wrong value) or missing (a dropped
-attribute or change). Errors are deterministic in `(seed, image, step)`, so re-runs and caches agree.
+attribute or change); with `error_kinds` (e.g. "all") it errs in the kinds real MLLM outputs show ([`.agent_errors`]:
+wrong value, hallucinated change, missed change, wrong object, refusal, a caption error repeated in the text). Errors
+are deterministic in `(seed, image, step)`, so re-runs and caches agree. `known_error` says which error a text carries
+("" for a true text), for the world's `agent_error` column.
+
+`verify` (the optional self-check step) is the same fallible model checking its own answer, not an oracle: with
+probability `verify_error_rate` (default `error_rate / 2`) it re-reads one of the two images wrongly, the way it
+misreads that image in its captions (the same model repeats its own perceptual mistakes, so a caption error its text
+repeats often passes its check, and a true text about a misread image is rejected), and independently with the same
+probability it answers "yes" without checking (the yes-bias MLLMs show on yes/no questions, POPE). Half the writing
+error rate because a grounded yes/no question is easier for an MLLM than an open description (POPE-style yes/no
+accuracies of 85-88 %); set `verify_error_rate=error_rate` for a checker as fallible as the writer.
 
 Its wording (phrasings, namings, joins, captions) is in [`.agent_wording`], disjoint from the benchmarks' held-out phrasings.
 
@@ -28,6 +39,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ..agents.base import AgentBackend, AgentImage, ModificationRequest
+from .agent_errors import ERROR_KINDS, REFUSALS, apply_error, draw_error, misread, parse_error_kinds, wrong_value
 from .agent_wording import (
     AGENT_TEMPLATES,
     JOIN_PATTERN,
@@ -39,10 +51,8 @@ from .agent_wording import (
     phrase,
     scene_changes,
 )
-from .scenes import BACKGROUNDS, COLORS, SHAPES, SIZES
 
-NO_CHANGE = "no change"
-_VALUES = {"color": tuple(COLORS), "shape": SHAPES, "size": SIZES, "background": tuple(BACKGROUNDS)}
+NO_CHANGE = REFUSALS[0]  # "no change"
 
 
 class SceneGraphAgent(AgentBackend):
@@ -54,6 +64,11 @@ class SceneGraphAgent(AgentBackend):
             (a renamed copy of the file).
         error_rate (`float`, defaults to 0.0): probability that an answer has one wrong or missing attribute.
         seed (`int`, defaults to 0): seed of the error draws and of the phrasing choice.
+        error_kinds (`str | Sequence[str]`, *optional*): the MLLM-like error model ([`.agent_errors`]): "all" or some
+            of `ERROR_KINDS`, each erring answer's kind drawn uniformly among those that apply. Default: the original
+            model (a wrong colour/shape value or a dropped change; kept so the quickstart's figures stay as published).
+        verify_error_rate (`float`, *optional*): the self-check's slip rate (see the module docstring); default
+            `error_rate / 2`.
         **kwargs: [`AgentBackend`] arguments (`prompts`, `batch_size`, `max_new_tokens`).
 
     An image neither found by `AgentImage.id` nor by `AgentImage.sha256` gets `None` (a failed request).
@@ -69,17 +84,27 @@ class SceneGraphAgent(AgentBackend):
         sha256_to_id: Mapping[str, str] | None = None,
         error_rate: float = 0.0,
         seed: int = 0,
+        error_kinds: str | Sequence[str] | None = None,
+        verify_error_rate: float | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         if not 0.0 <= error_rate <= 1.0:
             raise ValueError(f"SceneGraphAgent.error_rate must be in [0, 1], got {error_rate}")
+        if verify_error_rate is not None and not 0.0 <= verify_error_rate <= 1.0:
+            raise ValueError(f"SceneGraphAgent.verify_error_rate must be in [0, 1], got {verify_error_rate}")
         self.scene_graphs = {k: json.loads(v) if isinstance(v, str) else dict(v) for k, v in scene_graphs.items()}
         self.sha256_to_id = dict(sha256_to_id or {})
         self.error_rate = float(error_rate)
         self.seed = int(seed)
+        self.error_kinds = None if error_kinds is None else parse_error_kinds(error_kinds)
+        self.verify_error_rate = self.error_rate / 2 if verify_error_rate is None else float(verify_error_rate)
         # the error settings change the answers: they are part of the cache key through model_name
         self.model_name = f"{type(self).model_name}-err{self.error_rate:g}-seed{self.seed}"
+        if self.error_kinds is not None:
+            self.model_name += f"-kinds{'+'.join(self.error_kinds)}"
+        if verify_error_rate is not None:
+            self.model_name += f"-verr{self.verify_error_rate:g}"
 
     @classmethod
     def from_dataset(cls, dataset, id_column: str = "id", image_column: str = "image", **kwargs) -> SceneGraphAgent:
@@ -124,42 +149,77 @@ class SceneGraphAgent(AgentBackend):
             if graph is None:
                 out.append(None)
                 continue
-            rng = self._rng("caption", self._key(image))
-            if rng.random() < self.error_rate:
-                graph = self._corrupt_graph(graph, rng)
-            out.append(agent_caption(graph))
+            out.append(agent_caption(self._captioned(self._key(image), graph)))
         return out
+
+    def _captioned(self, key: str, graph: dict) -> dict:
+        """The scene as step 1 describes it: with `error_rate`, misread (the original model: its own corruption draw;
+        the MLLM-like model: the image's one misreading, which its caption-led texts and its self-check share)."""
+        rng = self._rng("caption", key)
+        if rng.random() >= self.error_rate:
+            return graph
+        return misread(graph, rng) if self.error_kinds is None else self._misread(key, graph)
+
+    def _misread(self, key: str, graph: dict) -> dict:
+        """How this agent misreads the image `key` when it does (always the same way: one draw per image)."""
+        return misread(graph, self._rng("misread", key))
 
     def modify(self, requests: Sequence[ModificationRequest]) -> list[str | None]:
-        out: list[str | None] = []
-        for request in requests:
-            reference, target = self.scene_of(request.reference), self.scene_of(request.target)
-            if reference is None or target is None:
-                out.append(None)
-                continue
-            rng = self._rng("modify", self._key(request.reference), self._key(request.target))
-            changes = scene_changes(reference, target)
+        return [self._answer(request)[0] for request in requests]
+
+    def known_error(self, request: ModificationRequest, text: str) -> str | None:
+        """The error `text` carries, as only the world knows: "" for a true text (what an error-free agent could say),
+        else the kind drawn for the pair (`ERROR_KINDS`; "wrong_value" / "missed_change" in the original model, and
+        "unknown" for a wrong text this agent did not write); None when an image is unknown."""
+        reference, target = self.scene_of(request.reference), self.scene_of(request.target)
+        if reference is None or target is None:
+            return None
+        if self.true_text(text, reference, target):
+            return ""
+        answer, kind = self._answer(request)
+        return kind if kind and answer == text else "unknown"
+
+    def _answer(self, request: ModificationRequest) -> tuple[str | None, str | None]:
+        """`(text, error kind or None)` for one pair."""
+        reference, target = self.scene_of(request.reference), self.scene_of(request.target)
+        if reference is None or target is None:
+            return None, None
+        ref_key = self._key(request.reference)
+        rng = self._rng("modify", ref_key, self._key(request.target))
+        changes = scene_changes(reference, target)
+        kind, fixed = None, None
+        if self.error_kinds is None:
             if changes and rng.random() < self.error_rate:
-                changes = self._corrupt_changes(changes, rng)
-            wording = self._rng("wording", self._key(request.reference), self._key(request.target))
-            phrases = [
-                phrase(
-                    c,
-                    int(wording.integers(len(AGENT_TEMPLATES[c["kind"]]))),
-                    int(wording.integers(len(NAMINGS))),
-                    other_objects(c, reference),
-                )
-                for c in changes
-            ]
-            order = wording.permutation(len(phrases))
-            text = phrases[order[0]] if phrases else NO_CHANGE
-            for i in order[1:]:
-                text += JOINS[int(wording.integers(len(JOINS)))] + phrases[i]
-            out.append(text)
-        return out
+                changes, kind = self._corrupt_changes(changes, rng)
+        elif rng.random() < self.error_rate:
+            # step 2 reads the reference as step 1's caption does: misread when that caption was wrong
+            captioned = self._captioned(ref_key, reference) if request.reference_caption else reference
+            caption_misread = captioned if captioned is not reference else None
+            kind = draw_error(rng, self.error_kinds, changes, reference, target, caption_misread)
+            if kind is not None:
+                changes, reference, fixed = apply_error(kind, changes, reference, target, caption_misread, rng)
+        if fixed is not None:
+            return fixed, kind
+        wording = self._rng("wording", ref_key, self._key(request.target))
+        phrases = [
+            phrase(
+                c,
+                int(wording.integers(len(AGENT_TEMPLATES[c["kind"]]))),
+                int(wording.integers(len(NAMINGS))),
+                other_objects(c, reference),
+            )
+            for c in changes
+        ]
+        order = wording.permutation(len(phrases))
+        text = phrases[order[0]] if phrases else NO_CHANGE
+        for i in order[1:]:
+            text += JOINS[int(wording.integers(len(JOINS)))] + phrases[i]
+        return text, kind
 
     def verify(self, requests: Sequence[ModificationRequest], modifications: Sequence[str]) -> list[str | None]:
-        """Yes when the text is what an error-free agent could have said (any phrasing, any order), else no."""
+        """The self-check: "yes" when the text is what an error-free agent could have said of the two images *as this
+        check reads them* (any phrasing, any order), else "no"; with `verify_error_rate` it misreads one image (its
+        own misreading of it) or says "yes" unchecked (module docstring). Exact when `verify_error_rate` is 0."""
         if len(requests) != len(modifications):
             raise ValueError(f"verify got {len(requests)} requests and {len(modifications)} modifications")
         out: list[str | None] = []
@@ -168,49 +228,52 @@ class SceneGraphAgent(AgentBackend):
             if reference is None or target is None:
                 out.append(None)
                 continue
-            changes = scene_changes(reference, target)
-            said = set(re.split(JOIN_PATTERN, text))
-            ok = len(said) == len(changes) and all(
-                any(
-                    phrase(c, t, n, other_objects(c, reference)) in said
-                    for t in range(len(AGENT_TEMPLATES[c["kind"]]))
-                    for n in range(len(NAMINGS))
-                )
-                for c in changes
-            )
-            out.append("yes" if ok or (not changes and text == NO_CHANGE) else "no")
+            keys = (self._key(request.reference), self._key(request.target))
+            rng = self._rng("verify", *keys, text)
+            slip = self.verify_error_rate
+            if rng.random() < slip:  # it re-reads one of the images wrongly, as it misreads that image elsewhere
+                if rng.random() < 0.5:
+                    reference = self._misread(keys[0], reference)
+                else:
+                    target = self._misread(keys[1], target)
+            ok = self.true_text(text, reference, target) or rng.random() < slip  # or says yes unchecked
+            out.append("yes" if ok else "no")
         return out
+
+    @staticmethod
+    def true_text(text: str, reference: dict, target: dict) -> bool:
+        """Whether `text` is what an error-free agent could say of reference -> target (any phrasing, any order)."""
+        changes = scene_changes(reference, target)
+        if not changes:
+            return text == NO_CHANGE
+        said = set(re.split(JOIN_PATTERN, text))
+        return len(said) == len(changes) and all(
+            any(
+                phrase(c, t, n, other_objects(c, reference)) in said
+                for t in range(len(AGENT_TEMPLATES[c["kind"]]))
+                for n in range(len(NAMINGS))
+            )
+            for c in changes
+        )
 
     # ---------------------------------------------------------------------------------------------------- errors
     @staticmethod
     def _wrong(rng: np.random.Generator, attribute: str, *exclude: str) -> str:
-        choices = [v for v in _VALUES[attribute] if v not in exclude]
-        return str(choices[int(rng.integers(len(choices)))])
+        return wrong_value(rng, attribute, *exclude)
 
-    def _corrupt_graph(self, graph: dict, rng: np.random.Generator) -> dict:
-        """One object attribute wrong, or one object dropped (two-object scenes)."""
-        objects = [dict(o) for o in graph["objects"]]
-        if len(objects) > 1 and rng.random() < 0.3:
-            objects.pop(int(rng.integers(len(objects))))
-        else:
-            obj = objects[int(rng.integers(len(objects)))]
-            attribute = ("color", "shape", "size")[int(rng.integers(3))]
-            obj[attribute] = self._wrong(rng, attribute, obj[attribute])
-        return {"background": graph["background"], "objects": objects}
-
-    def _corrupt_changes(self, changes: list[dict], rng: np.random.Generator) -> list[dict]:
+    def _corrupt_changes(self, changes: list[dict], rng: np.random.Generator) -> tuple[list[dict], str]:
         """Missing (one change dropped; a lone add/remove/move/replace becomes "no change") or wrong (the new value
         of an attribute change replaced by another value, never the old one)."""
         # only colour and shape have a third value to be wrong with (sizes and backgrounds have two)
         wrongable = [i for i, c in enumerate(changes) if c["kind"] in ("color", "shape")]
         if not wrongable or (len(changes) > 1 and rng.random() < 0.5):
             drop = int(rng.integers(len(changes)))
-            return [c for i, c in enumerate(changes) if i != drop]
+            return [c for i, c in enumerate(changes) if i != drop], "missed_change"
         i = wrongable[int(rng.integers(len(wrongable)))]
         change = dict(changes[i])
         old = change["obj"][change["kind"]]
         change["new"] = self._wrong(rng, change["kind"], change["new"], old)
-        return [*changes[:i], change, *changes[i + 1 :]]
+        return [*changes[:i], change, *changes[i + 1 :]], "wrong_value"
 
 
 def make_scene_agent(
@@ -239,7 +302,7 @@ def make_scene_agent(
         )
     from pathlib import Path
 
-    from ..agents.content_hashes import ContentHashes
+    from mra_cir.retrieval.content_hashes import ContentHashes
 
     path = Path(model)
     if path.is_dir():
@@ -267,6 +330,7 @@ def make_scene_agent(
 
 __all__ = [
     "AGENT_TEMPLATES",
+    "ERROR_KINDS",
     "NO_CHANGE",
     "SceneGraphAgent",
     "agent_caption",

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from mra_cir.modeling_mra_cir.gallery_index import CONFIG_FILE, FEATURES_FILE, GalleryIndex
-from mra_cir.modeling_mra_cir.retrieval import QUERY_MODES, rank_gallery
+from mra_cir.retrieval.encoding import QUERY_MODES, rank_gallery
+from mra_cir.retrieval.gallery_index import CONFIG_FILE, FEATURES_FILE, GalleryIndex
 
 from .arguments import MAX_K, AppArguments
 from .gallery import ApproximateGallery, GalleryImages, build_index, cached_index, recorded_images, searchable

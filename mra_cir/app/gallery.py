@@ -2,7 +2,7 @@
 cached with the same code as `mra-cir search --images`), and the faiss path for large galleries.
 
 - [`GalleryImages`]: id -> the original image (for a query picked from the gallery) or its display version.
-- [`build_index`] / [`cached_index`]: `extract_image_features` (as `mra-cir search` builds an index), the latter
+- [`build_index`] / [`cached_index`]: `GalleryIndex.from_images` (as `mra-cir search` builds an index), the latter
   cached in a folder with a stamp of the model and the images, rebuilt when either changes.
 - [`ApproximateGallery`]: a [`GalleryIndex`] searched through [`ApproximateTokenIndex`] (faiss candidates, exact
   re-rank) with the same `search` signature, so [`rank_gallery`] ranks it unchanged.
@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from mra_cir.modeling_mra_cir.gallery_index import FEATURES_FILE, GalleryIndex
-from mra_cir.modeling_mra_cir.retrieval import model_fingerprint
+from mra_cir.retrieval.encoding import model_fingerprint
+from mra_cir.retrieval.gallery_index import FEATURES_FILE, GalleryIndex
 
 from .images import display_image, placeholder_image
 
@@ -48,7 +48,7 @@ class GalleryImages:
     @classmethod
     def from_folder(cls, folder: str | os.PathLike) -> GalleryImages:
         """A folder of images; ids are posix paths relative to it (as `mra-cir search --images` makes them)."""
-        from mra_cir.dataset_builders.mra_triplets.image_features import list_images
+        from mra_cir.retrieval.image_features import list_images
 
         root = Path(folder).resolve()
         if not root.is_dir():
@@ -100,14 +100,9 @@ class GalleryImages:
 
 
 def build_index(model, processor, images, model_path: str | None, batch_size: int = 32) -> GalleryIndex:
-    """A [`GalleryIndex`] of `images` (a folder or a `datasets.Dataset`), built exactly as `mra-cir search --images`
-    builds one (`extract_image_features`: duplicates embedded once, unreadable images skipped), with a progress bar."""
-    from mra_cir.dataset_builders.mra_triplets.image_features import extract_image_features
-
-    features = extract_image_features(model, processor, images, batch_size=batch_size, show_progress=True)
-    if not len(features):
-        raise ValueError(f"no readable image in the gallery ({len(features.skipped)} skipped)")
-    return GalleryIndex.from_image_features(features, model_path=model_path)
+    """A [`GalleryIndex`] of `images` (a folder or a `datasets.Dataset`): [`GalleryIndex.from_images`], the builder
+    `mra-cir search --images` uses, with a progress bar."""
+    return GalleryIndex.from_images(model, processor, images, model_path=model_path, batch_size=batch_size)
 
 
 def cached_index(
@@ -161,7 +156,7 @@ class ApproximateGallery:
     """
 
     def __init__(self, index: GalleryIndex, n_candidates: int | None = None, **index_kwargs) -> None:
-        from mra_cir.modeling_mra_cir.approximate_search import ApproximateTokenIndex
+        from mra_cir.retrieval.approximate_search import ApproximateTokenIndex
 
         self.index = index
         self.ids = index.ids

@@ -19,6 +19,12 @@ Prints ONE JSON object on stdout (percentages):
 `image_splits/` for FashionIQ and CIRR, `annotations/` for CIRCO), or a folder above it (`<dir>/fashioniq`,
 `<dir>/cirr`, `<dir>/circo` are tried). Only `--split val` has public ground truth.
 
+`--by-type` adds the scores per transformation type of the query texts (`by_type`: `types`, each query in the group of
+the first type its text names, so the query-weighted mean of a metric over the groups is its overall value; `any`,
+every query whose text names the type); for CIRCO also `mAP@10_type_<type>` right after `mAP@10_<aspect>`.
+
+The job itself: `mra_cir.pipelines.evaluate_rankings`.
+
 Example:
 
 ```bash
@@ -31,26 +37,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser
 
-BENCHMARKS = ("fashioniq", "cirr", "circo")
-
-
-@dataclass
-class EvaluateRankingsArguments:
-    benchmark: str = field(metadata={"help": "fashioniq, cirr or circo.", "choices": list(BENCHMARKS)})
-    annotations: str = field(metadata={"help": "The benchmark's annotation folder (official layout)."})
-    rankings: str = field(metadata={"help": "The rankings JSON file (formats above)."})
-    subset_rankings: str | None = field(
-        default=None, metadata={"help": "CIRR only: the recall_subset file (server format)."}
-    )
-    split: str = field(default="val", metadata={"help": "The split the rankings are for (val has ground truth)."})
-    exclude_reference: bool = field(
-        default=False, metadata={"help": "CIRCO only: delete the reference from each ranking (official: kept)."}
-    )
-    output: str | None = field(default=None, metadata={"help": "Also write the metrics JSON to this file."})
+from mra_cir.pipelines.evaluation import EvaluateRankingsArguments, evaluate_rankings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,19 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     (args,) = parser.parse_args_into_dataclasses(args=argv)
     try:
-        from mra_cir.evaluation import score_rankings_file
-
-        metrics = score_rankings_file(
-            args.benchmark, args.annotations, args.rankings, args.subset_rankings, args.split, args.exclude_reference
-        )
+        metrics = evaluate_rankings(args)
     except (ValueError, OSError) as e:  # files, ids, models: one line naming them, no traceback
         print(f"mra-cir evaluate-rankings: error: {e}", file=sys.stderr)
         return 2
-    text = json.dumps(metrics)
-    print(text)
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
+    print(json.dumps(metrics))
     return 0
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 
-import torch
 from transformers import HfArgumentParser
 
 from mra_cir.quickstart.diagnostics import DiagnosticsArguments, diagnose_run, format_report
@@ -16,8 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     (args,) = parser.parse_args_into_dataclasses(args=argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    torch.set_num_threads(args.num_threads)
-    report = diagnose_run(args.output_dir, seed=args.seed)
+    report = diagnose_run(args.output_dir, seed=args.seed, num_threads=args.num_threads)
     print(format_report(report))
     print(f"\nwritten: {os.path.join(args.output_dir, 'diagnostics.json')}")
     return 0

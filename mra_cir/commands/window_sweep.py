@@ -1,7 +1,7 @@
 """`mra-cir window-sweep`: the paper's mining-window ablation ([1,1], [11,20], [31,40], [51,60], [91,100]) on real
 data: one embedding, ranking and captioning pass builds every window's triplets, one model is trained per window with
 the same settings, every model (and the untrained base) is evaluated, and one table and one plot are written.
-Stages and outputs: `mra_cir.window_sweep`.
+Stages and outputs: `mra_cir.pipelines.window_sweep`.
 
 Example (agent served by vLLM; training distributed as its own stage):
 
@@ -23,20 +23,22 @@ import sys
 
 from transformers import HfArgumentParser
 
+from mra_cir.pipelines.sweep import SweepAgentArguments, WindowSweepArguments, window_sweep
+
 
 def main(argv: list[str] | None = None) -> int:
-    from mra_cir.window_sweep import WindowSweepArguments, run_sweep
-
     parser = HfArgumentParser(
-        WindowSweepArguments, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        (WindowSweepArguments, SweepAgentArguments),
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     try:
-        (args,) = parser.parse_args_into_dataclasses(args=argv)
+        args, agent_args = parser.parse_args_into_dataclasses(args=argv)
     except ValueError as error:  # --windows / --stages
         print(f"mra-cir window-sweep: error: {error}", file=sys.stderr)
         return 2
     try:
-        results = run_sweep(args)
+        results = window_sweep(args, agent_args)
     except (ValueError, OSError) as error:
         print(f"mra-cir window-sweep: error: {error}", file=sys.stderr)
         return 2

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import torch
 
+from mra_cir.dataset_builders.mra_triplets.mining import parse_window
+
 #: the ablation's windows in the paper's ranks (the paper's sweep, "random" = uniform over the whole pool)
-ABLATION_WINDOWS = ("1,1", "11,20", "31,40", "51,60", "91,100", "random")
+ABLATION_WINDOWS = ("1-1", "11-20", "31-40", "51-60", "91-100", "random")
 #: the shipped stand-in for pretrained BLIP-2 (a model folder: `MraCirModel.from_pretrained(STAND_IN)`), made by
 #: `mra-cir pretrain-stand-in` (its `README.md` card says how, on what and how long)
 STAND_IN = Path(__file__).parent / "stand_in"
@@ -140,7 +142,38 @@ class QuickstartArguments:
         default=0.01, metadata={"help": "Lower clamp of the learnable logit temperature (both stages)."}
     )
     agent_error_rate: float = field(default=0.1, metadata={"help": "Scene agent: fraction of answers with an error."})
-    window: str = field(default="51,60", metadata={"help": "Mining window q1,q2 in the paper's ranks (scaled)."})
+    agent_error_kinds: str | None = field(
+        default=None,
+        metadata={
+            "help": "Scene agent: err like an MLLM, in these kinds ('all' or some of wrong_value, hallucinated_change, "
+            "missed_change, wrong_object, refusal, caption_repeat); default: the original wrong-or-missing model."
+        },
+    )
+    agent_verify_error_rate: float | None = field(
+        default=None, metadata={"help": "Scene agent: slip rate of its self-check (default half the error rate)."}
+    )
+    error_study: str | None = field(
+        default=None,
+        metadata={
+            "help": "Run the agent-error study instead (error rates, e.g. 0,0.15,0.3): MRA trained on clean, noisy "
+            "and verified triplets, and each verifier's precision and recall (quickstart.error_study)."
+        },
+    )
+    error_study_verifiers: str = field(
+        default="agent,cycle",
+        metadata={"help": "With --error_study: train on what these keep (agent, cycle, either)."},
+    )
+    error_study_controls: bool = field(
+        default=False,
+        metadata={
+            "help": "With --error_study: also train on the clean triplets cut to each verified set's size (what the "
+            "smaller size alone costs)."
+        },
+    )
+    cycle_k: int = field(
+        default=3, metadata={"help": "Cycle check: the target must be in the top k of its reference's window."}
+    )
+    window: str = field(default="51-60", metadata={"help": "Mining window q1-q2 in the paper's ranks (scaled)."})
     window_reference_pool_size: int = field(
         default=2000, metadata={"help": "Pool size at which paper ranks are used unscaled (linear scaling)."}
     )
@@ -164,6 +197,45 @@ class QuickstartArguments:
         },
     )
     show_progress: bool = field(default=True, metadata={"help": "Progress bars."})
+    pool_variants_per_root: int = field(
+        default=0,
+        metadata={
+            "help": "0: the default pool of independent scenes (diverse). N > 0: a pool of families of variants, N "
+            "images per root scene, each one edit of an earlier member (synthetic_world.variant_pool)."
+        },
+    )
+    pool_duplicate_rate: float = field(
+        default=0.0, metadata={"help": "With --pool_variants_per_root: share of near-duplicate re-renders."}
+    )
+    pool_edit_weights: str = field(
+        default="",
+        metadata={
+            "help": "With --pool_variants_per_root: the kind of edit of a variant, e.g. 'color=0.7,shape=0.05,...' "
+            "(kinds: color, shape, size, background, position, add, remove; empty: the benchmarks' mix)."
+        },
+    )
+    balance_types: str | None = field(
+        default=None,
+        metadata={
+            "help": "Keep per-type quotas of the triplets: 'uniform' or a JSON file {type: share} "
+            "(mra_triplets.type_balance); draws --balance_oversample times the targets per reference."
+        },
+    )
+    balance_oversample: int = field(
+        default=3, metadata={"help": "With --balance_types: candidate targets per reference, times the usual."}
+    )
+    ablation_windows: list[str] | None = field(
+        default=None,
+        metadata={"help": "With --ablation: these windows (paper ranks, 'random' or 'adaptive') instead of the six."},
+    )
+    by_type: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Report the scores per transformation type and the triplets' type mix (results.json "
+            "'by_type', 'triplet_types'). Default: on with any of --balance_types, --pool_variants_per_root, "
+            "--ablation_windows or --window adaptive, off otherwise (the default run's results.json is unchanged)."
+        },
+    )
 
     def __post_init__(self):
         from mra_cir.dataset_builders.synthetic_world.pretraining_corpus import PRETRAINING_SEED_BASE
@@ -183,7 +255,23 @@ class QuickstartArguments:
             self.stage1_corpus_size = 10000
         self.num_triplets = self.num_triplets or int(0.9 * self.pool_size * self.targets_per_reference)
         self.ablation = bool(self.ablation)
-        parse_window(self.window)
+        if self.error_study is not None:
+            parse_rates(self.error_study)
+            if not set(self.error_study_verifiers.split(",")) <= {"agent", "cycle", "either"}:
+                raise ValueError(
+                    f"--error_study_verifiers: agent, cycle or either, got {self.error_study_verifiers!r}"
+                )
+        for window in [self.window, *(self.ablation_windows or [])]:
+            if window != "adaptive":
+                parse_window(window)
+        if self.by_type is None:
+            self.by_type = bool(
+                self.balance_types or self.pool_variants_per_root or self.ablation_windows or self.window == "adaptive"
+            )
+        if self.window == "adaptive" and self.error_study:
+            raise ValueError("--window adaptive: the error study mines fixed ranks; give --window q1-q2 with it")
+        if self.balance_oversample < 1:
+            raise ValueError(f"--balance_oversample must be >= 1, got {self.balance_oversample}")
         if self.seed_workers < 1:
             raise ValueError(f"--seed_workers must be >= 1, got {self.seed_workers}")
         if any(seed < 0 for seed in self.seeds) or len(set(self.seeds)) != len(self.seeds):
@@ -220,17 +308,15 @@ class QuickstartArguments:
             raise ValueError("--device cuda: torch sees no CUDA device here (use cpu or auto)")
 
 
-def parse_window(text: str) -> tuple[int, int] | None:
-    """`"51,60"` -> `(51, 60)`; `"random"` -> None."""
-    if text.strip().lower() == "random":
-        return None
+def parse_rates(text: str) -> list[float]:
+    """`"0,0.15,0.3"` -> `[0.0, 0.15, 0.3]` (`--error_study`; each in [0, 1], a `ValueError` says which is not)."""
     try:
-        q1, q2 = (int(x) for x in text.split(","))
+        rates = [float(x) for x in text.replace(" ", ",").split(",") if x]
     except ValueError:
-        raise ValueError(f"a window must be 'q1,q2' (e.g. 51,60) or 'random', got {text!r}") from None
-    if not 1 <= q1 <= q2:
-        raise ValueError(f"a window needs 1 <= q1 <= q2, got {text!r}")
-    return q1, q2
+        raise ValueError(f"--error_study must be error rates like 0,0.15,0.3, got {text!r}") from None
+    if not rates or any(not 0.0 <= r <= 1.0 for r in rates):
+        raise ValueError(f"--error_study rates must be in [0, 1], got {text!r}")
+    return rates
 
 
 def scale_window(window: str, pool_size: int, reference_pool_size: int) -> tuple[int, int]:
@@ -246,4 +332,12 @@ def scale_window(window: str, pool_size: int, reference_pool_size: int) -> tuple
     return q1, q2
 
 
-__all__ = ["ABLATION_WINDOWS", "DEFAULT_SEEDS", "STAND_IN", "QuickstartArguments", "parse_window", "scale_window"]
+__all__ = [
+    "ABLATION_WINDOWS",
+    "DEFAULT_SEEDS",
+    "STAND_IN",
+    "QuickstartArguments",
+    "parse_rates",
+    "parse_window",
+    "scale_window",
+]

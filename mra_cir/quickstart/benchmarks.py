@@ -21,7 +21,7 @@ from mra_cir.evaluation.cirr import CirrEvaluator
 from mra_cir.evaluation.metrics import recall_at_k
 
 METHODS = ("image_only", "text_only", "image_text_fusion", "composed_untrained", "mra_trained")
-#: quickstart method -> how its queries are made (`mra_cir.modeling_mra_cir.retrieval.QUERY_MODES`)
+#: quickstart method -> how its queries are made (`mra_cir.retrieval.encoding.QUERY_MODES`)
 QUERY_MODES = {
     "image_only": "image",
     "text_only": "text",
@@ -77,8 +77,11 @@ def evaluator(benchmark: str, folder: str | Path, mode: str, cache_dir: str | Pa
     return CircoEvaluator(str(folder), exclude_reference=benchmark == "single_edit", **common)
 
 
-def evaluate_method(model, processor, benchmark: str, folder: str | Path, mode: str, cache_dir: str | Path) -> dict:
-    """One method on one exported benchmark: its metrics (`BENCHMARK_KEYS`, percent) and its recall curve."""
+def evaluate_method(
+    model, processor, benchmark: str, folder: str | Path, mode: str, cache_dir: str | Path, by_type: bool = False
+) -> dict:
+    """One method on one exported benchmark: its metrics (`BENCHMARK_KEYS`, percent) and its recall curve (and, with
+    `by_type`, its scores per transformation type)."""
     run = evaluator(benchmark, folder, mode, cache_dir)
     metrics = run(model, processor)
     key = run.benchmark
@@ -94,17 +97,36 @@ def evaluate_method(model, processor, benchmark: str, folder: str | Path, mode: 
         values = {"R@1": 100 * curve[1], "R@5": 100 * curve[5], "R@10": 100 * curve[10], "mAP@10": metrics["mAP@10"]}
     out = {k: round(values[k], 2) for k in BENCHMARK_KEYS[benchmark]}
     out["curve"] = {str(k): round(100 * v, 2) for k, v in curve.items()}
+    if by_type and benchmark in ("cirr_style", "circo_style"):
+        out["by_type"] = _by_type(benchmark, rows, rankings)
     return out
 
 
+def _by_type(benchmark: str, rows: list[dict], rankings: list) -> dict:
+    """Per transformation type (primary type of the query's text, the lexical tagger; `mra_cir.evaluation.by_type`):
+    queries and R@1/R@10 (CIRR-style) or mAP@10 (CIRCO-style), rounded."""
+    from mra_cir.dataset_builders.mra_triplets.transformation_types import TYPES, tag_types
+    from mra_cir.evaluation.by_type import circo_by_type, cirr_by_type
+
+    labels = [tag_types(row["text"]) for row in rows]
+    if benchmark == "cirr_style":
+        table, keys = cirr_by_type(rows, rankings, labels, order=TYPES), ("R@1", "R@10")
+    else:
+        table, keys = circo_by_type(rows, rankings, labels, order=TYPES), ("mAP@10",)
+    return {
+        split: {t: {"queries": g["queries"], **{k: round(g[k], 2) for k in keys}} for t, g in table[split].items()}
+        for split in ("types", "any")
+    }
+
+
 def evaluate_methods(
-    model, processor, folders: dict[str, Path], cache_dir: str | Path, methods: tuple[str, ...]
+    model, processor, folders: dict[str, Path], cache_dir: str | Path, methods: tuple[str, ...], by_type: bool = False
 ) -> dict[str, dict[str, dict]]:
     """`methods` (names of `METHODS`, all made by `model`) on every exported benchmark: benchmark -> method ->
     metrics (see [`evaluate_method`])."""
     return {
         benchmark: {
-            method: evaluate_method(model, processor, benchmark, folder, QUERY_MODES[method], cache_dir)
+            method: evaluate_method(model, processor, benchmark, folder, QUERY_MODES[method], cache_dir, by_type)
             for method in methods
         }
         for benchmark, folder in folders.items()

@@ -12,7 +12,7 @@ For the stage-1 model and the MRA-trained model of a finished `mra-cir quickstar
 and each top-1 is sorted by what it is in the gallery: `target`, the query's own `reference_distractor` (another
 single edit of the reference) or `text_distractor` (the changed object in another scene), or `other_query` (an image
 that belongs to another query). Every ranking goes through the one ranking path
-(`mra_cir.modeling_mra_cir.retrieval.rank_gallery`) on the run's exported benchmark, and every score through
+(`mra_cir.retrieval.encoding.rank_gallery`) on the run's exported benchmark, and every score through
 `mra_cir.evaluation`. Writes `diagnostics.json` next to `results.json` and prints a table.
 
 Example:
@@ -148,8 +148,8 @@ def diagnose_model(model, processor, world, benchmark_dir: str | Path, cache_dir
     from mra_cir.dataset_builders.synthetic_world.export import gallery_numbers
     from mra_cir.evaluation.circo import score_circo
     from mra_cir.evaluation.metrics import recall_at_k
-    from mra_cir.modeling_mra_cir.gallery_index import GalleryIndex
-    from mra_cir.modeling_mra_cir.retrieval import rank_gallery
+    from mra_cir.retrieval.encoding import rank_gallery
+    from mra_cir.retrieval.gallery_index import GalleryIndex
 
     run = evaluator("single_edit", benchmark_dir, "composed", cache_dir)
     split = run.loader.load("val")
@@ -184,11 +184,14 @@ def diagnose_model(model, processor, world, benchmark_dir: str | Path, cache_dir
     return out
 
 
-def diagnose_run(output_dir: str | Path, seed: int = 0) -> dict:
-    """Diagnose the models of the quickstart run in `output_dir`; write and return `diagnostics.json`'s content."""
+def diagnose_run(output_dir: str | Path, seed: int = 0, num_threads: int | None = None) -> dict:
+    """Diagnose the models of the quickstart run in `output_dir` (on `num_threads` CPU threads when given); write and
+    return `diagnostics.json`'s content."""
     from mra_cir.dataset_builders.synthetic_world import build_world
     from mra_cir.modeling_mra_cir import MraCirModel, MraCirProcessor
 
+    if num_threads:
+        torch.set_num_threads(num_threads)
     out = Path(output_dir)
     results_path = out / "results.json"
     if not results_path.is_file():

@@ -49,30 +49,75 @@ class _Clock:
 
 def mine_and_build(args: QuickstartArguments, world, stage1_dir: Path, out: Path) -> dict[str, dict]:
     """Embed + mine (the builder), the scene agent and the triplets for the main window and the ablation windows,
-    each cut to the same budget (`args.num_triplets`): window -> `{"triplets", "summary", "window_in_pool"}`."""
+    each cut to the same budget (`args.num_triplets`; with `--balance_types`, by per-type quotas out of
+    `--balance_oversample` times the targets): window -> `{"triplets", "summary", "window_in_pool", "types"}`."""
     from mra_cir.dataset_builders.synthetic_world.scene_agent import SceneGraphAgent
 
     images = export_pool(world, out / "cache" / "pool_images")
-    agent = SceneGraphAgent.from_dataset(world.pool, error_rate=args.agent_error_rate, seed=args.seed)
-    windows = [args.window] + ([w for w in ABLATION_WINDOWS if w != args.window] if args.ablation else [])
+    agent = SceneGraphAgent.from_dataset(
+        world.pool, error_rate=args.agent_error_rate, seed=args.seed, error_kinds=args.agent_error_kinds,
+        verify_error_rate=args.agent_verify_error_rate,
+    )  # fmt: skip
+    ablation = [w for w in (args.ablation_windows or ABLATION_WINDOWS) if w != args.window] if args.ablation else []
+    targets = args.targets_per_reference * (args.balance_oversample if args.balance_types else 1)
     built = {}
-    for window in windows:
-        q1, q2 = scale_window(window, args.pool_size, args.window_reference_pool_size)
-        triplets, summary = build_triplets(args, q1, q2, images, stage1_dir, agent, out / "cache" / "triplets")
-        built[window] = {"triplets": triplets, "summary": summary, "window_in_pool": f"[{q1},{q2}]"}
+    for window in [args.window, *ablation]:
+        miner, where = None, None
+        if window == "adaptive":
+            from mra_cir.dataset_builders.mra_triplets.adaptive_window import DEFAULT_DEPTH, AdaptiveWindowMiner
+
+            q1, q2 = scale_window(f"1-{DEFAULT_DEPTH}", args.pool_size, args.window_reference_pool_size)
+            miner, where = AdaptiveWindowMiner(depth=q2), f"adaptive(depth {q2})"
+        else:
+            q1, q2 = scale_window(window, args.pool_size, args.window_reference_pool_size)
+        triplets, summary = build_triplets(
+            args, q1, q2, images, stage1_dir, agent, out / "cache" / "triplets", miner, targets
+        )
+        built[window] = {"triplets": triplets, "summary": summary, "window_in_pool": where or f"[{q1},{q2}]"}
     budget = args.num_triplets
     short = {w: len(b["triplets"]) for w, b in built.items() if len(b["triplets"]) < budget}
     if short:
         raise RuntimeError(f"windows {short} produced fewer than --num_triplets={budget} triplets; lower it")
     for b in built.values():  # same budget for every window: the same number of triplets (and of steps)
-        b["triplets"] = b["triplets"].shuffle(seed=args.seed).select(range(budget))
+        if args.balance_types:
+            from mra_cir.dataset_builders.mra_triplets.type_balance import balance_triplets
+
+            b["triplets"], b["balance"] = balance_triplets(b["triplets"], budget, args.balance_types, args.seed)
+        else:
+            b["triplets"] = b["triplets"].shuffle(seed=args.seed).select(range(budget))
+        if args.by_type:
+            b["types"] = triplet_types(b["triplets"], world)
     return built
+
+
+def triplet_types(triplets, world) -> dict:
+    """The kept triplets' type mix: tagged from their texts, and true from the pool's scene graphs; their mean rank."""
+    from mra_cir.dataset_builders.mra_triplets.transformation_types import micro_f1, tag_types, type_mix
+    from mra_cir.dataset_builders.synthetic_world.true_types import pair_types
+
+    graphs = {f"{i}.png": g for i, g in zip(world.pool["id"], world.pool["scene_graph"])}  # ids: exported files
+    texts = triplets["modification_text"]
+    truth = [
+        pair_types(graphs[r], graphs[t]) or ["other"] for r, t in zip(triplets["reference_id"], triplets["target_id"])
+    ]
+    tagged = [tag_types(text) for text in texts]
+    ranks = triplets["rank"]
+    return {
+        "tagged": type_mix(texts),
+        "true": type_mix(range(len(truth)), tagger=lambda i: truth[i]),
+        "tagger_vs_truth": {k: v for k, v in micro_f1(tagged, truth).items() if k != "errors"},
+        "mean_rank": round(sum(ranks) / max(1, len(ranks)), 2),
+    }
 
 
 def run_quickstart(args: QuickstartArguments) -> dict:
     """Run the whole pipeline for `args.seed`; write `results.json` and `results.png` under `args.output_dir`; return
     the results (several seeds: [`.seeds.run_seeds`])."""
     with _quiet(args.show_progress):
+        if args.error_study is not None:
+            from .error_study import run_error_study
+
+            return run_error_study(args)
         return _run(args)
 
 
@@ -120,7 +165,7 @@ def _run(args: QuickstartArguments) -> dict:
     clock.lap("backbone")
 
     baselines = tuple(m for m in METHODS if m != "mra_trained")
-    evaluations = evaluate_methods(model, processor, folders, features_cache, baselines)
+    evaluations = evaluate_methods(model, processor, folders, features_cache, baselines, args.by_type)
     variants = export_variants(world, out / "benchmarks" / "cirr_style_rephrased")
     phrasing = {"backbone": score_variants(model, processor, variants, features_cache)}
     clock.lap("baselines")
@@ -148,6 +193,7 @@ def _run(args: QuickstartArguments) -> dict:
         ablation[window] = {
             **{k: v for k, v in metrics[ABLATION_BENCHMARK].items() if k != "curve"},
             "window_in_pool": built[window]["window_in_pool"],
+            **({"mean_rank": built[window]["types"]["mean_rank"]} if args.by_type else {}),
             "triplets": args.num_triplets,
             "train_loss": round(result["train"]["train_loss"], 4),
         }
@@ -159,10 +205,17 @@ def _run(args: QuickstartArguments) -> dict:
 
     results = results_dict(args, evaluations, world, model, stage1, built[args.window], ablation, clock.timings)
     results["cirr_style_rephrased"] = phrasing
+    if args.by_type:
+        results["triplet_types"] = {w: {**b["types"], "balance": b.get("balance")} for w, b in built.items()}
+        results["by_type"] = {  # per method, the scores per transformation type (primary type of the query's text)
+            benchmark: {m: scores["by_type"] for m, scores in methods.items() if "by_type" in scores}
+            for benchmark, methods in evaluations.items()
+            if benchmark in ("cirr_style", "circo_style")
+        }
     (out / "results.json").write_text(json.dumps(results, indent=2))
     plot_results(results, out / "results.png")
     print_report(results, args, out)
     return results
 
 
-__all__ = ["mine_and_build", "run_quickstart"]
+__all__ = ["mine_and_build", "run_quickstart", "triplet_types"]

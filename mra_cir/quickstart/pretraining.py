@@ -45,8 +45,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from mra_cir.dataset_builders.agents.base import file_sha256
 from mra_cir.modeling_mra_cir.modeling_mra_cir import max_sim_logits
+from mra_cir.retrieval.content_hashes import file_sha256
 
 from .stage1 import itc_loss, itg_loss, warmup_cosine
 

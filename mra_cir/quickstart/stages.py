@@ -27,6 +27,11 @@ def build_quickstart_world(args: QuickstartArguments):
         cache_dir=Path(args.output_dir) / "cache" / "world",
         cirr_queries=args.cirr_queries,
         circo_queries=args.circo_queries,
+        pool_options={
+            "variants_per_root": args.pool_variants_per_root,
+            "duplicate_rate": args.pool_duplicate_rate,
+            "edit_weights": args.pool_edit_weights,
+        },
     )
 
 
@@ -146,8 +151,12 @@ def export_pool(world, folder: Path) -> Path:
     return folder
 
 
-def build_triplets(args: QuickstartArguments, q1: int, q2: int, images: Path, model_dir: Path, agent, cache: Path):
-    """Run `MraTriplets` (embed with the stage-1 model, mine [q1, q2], scene agent) -> `(dataset, summary)`."""
+def build_triplets(
+    args: QuickstartArguments, q1: int, q2: int, images: Path, model_dir: Path, agent, cache: Path,
+    pair_miner=None, targets_per_reference: int | None = None,
+):  # fmt: skip
+    """Run `MraTriplets` (embed with the stage-1 model, mine [q1, q2] or with `pair_miner`, scene agent) ->
+    `(dataset, summary)`."""
     from mra_cir.dataset_builders.mra_triplets import MraTriplets
 
     builder = MraTriplets(
@@ -155,7 +164,8 @@ def build_triplets(args: QuickstartArguments, q1: int, q2: int, images: Path, mo
         embedding_model=str(model_dir),
         q1=q1,
         q2=q2,
-        targets_per_reference=min(args.targets_per_reference, q2 - q1 + 1),
+        targets_per_reference=min(targets_per_reference or args.targets_per_reference, q2 - q1 + 1),
+        pair_miner=pair_miner,
         reduce=args.mining_reduce,
         seed=args.seed,
         agent="scene",

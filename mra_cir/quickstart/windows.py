@@ -38,7 +38,7 @@ def train_and_evaluate_window(job: dict) -> dict:
     processor = MraCirProcessor.from_pretrained(job["stage1_dir"])
     trained, train_metrics = train_mra(args, model, processor, job["triplets"], out / "train" / job["window"])
     cache = out / "cache" / "gallery_features"
-    scores = evaluate_methods(trained, processor, job["benchmarks"], cache, ("mra_trained",))
+    scores = evaluate_methods(trained, processor, job["benchmarks"], cache, ("mra_trained",), args.by_type)
     metrics = {benchmark: by_method["mra_trained"] for benchmark, by_method in scores.items()}
     if job["save_dir"] is not None:
         trained.save_pretrained(job["save_dir"])

@@ -19,8 +19,8 @@ from mra_cir.app import AppArguments, InputError, load_engine, prepare_reference
 from mra_cir.app.engine import check_index
 from mra_cir.app.gallery import STAMP_FILE, ApproximateGallery, GalleryImages
 from mra_cir.app.quickstart_default import NoQuickstartError, benchmark_examples
-from mra_cir.modeling_mra_cir.gallery_index import GalleryIndex
-from mra_cir.modeling_mra_cir.retrieval import encode_images, rank_gallery
+from mra_cir.retrieval.encoding import encode_images, rank_gallery
+from mra_cir.retrieval.gallery_index import GalleryIndex
 from mra_cir.tiny import random_image
 
 app_files = pytest.fixture(scope="session", name="app_files")(make_app_files)

@@ -15,9 +15,9 @@ from PIL import Image
 from mra_cir.app import InputError
 from mra_cir.app.gallery import STAMP_FILE
 from mra_cir.app.space import engine_from_env
-from mra_cir.modeling_mra_cir.gallery_index import GalleryIndex
 from mra_cir.modeling_mra_cir.loading import load_model_and_processor
-from mra_cir.modeling_mra_cir.retrieval import rank_gallery
+from mra_cir.retrieval.encoding import rank_gallery
+from mra_cir.retrieval.gallery_index import GalleryIndex
 from mra_cir.tiny import random_image
 
 app_files = pytest.fixture(scope="session", name="app_files")(make_app_files)

@@ -11,15 +11,16 @@ from mra_cir.quickstart import BENCHMARK_KEYS, METHODS, STAND_IN, QuickstartArgu
 
 
 def test_window_scaling():
-    assert scale_window("51,60", 2000, 2000) == (51, 60)
-    assert scale_window("51,60", 600, 2000) == (16, 18)
-    assert scale_window("1,1", 600, 2000) == (1, 1)
+    assert scale_window("51-60", 2000, 2000) == (51, 60)
+    assert scale_window("51-60", 600, 2000) == (16, 18)
+    assert scale_window("1-1", 600, 2000) == (1, 1)
     assert scale_window("random", 600, 2000) == (1, 599)
-    assert scale_window("91,100", 50, 2000) == (3, 3)
-    with pytest.raises(ValueError, match="q1,q2"):
-        parse_window("51-60")
+    assert scale_window("91-100", 50, 2000) == (3, 3)
+    assert parse_window("51-60") == (51, 60) and parse_window(" 7 ") == (7, 7) and parse_window("Random") is None
+    with pytest.raises(ValueError, match="q1-q2"):
+        parse_window("51,60")  # one spelling everywhere: the comma separates windows in --windows
     with pytest.raises(ValueError, match="q1 <= q2"):
-        parse_window("60,51")
+        parse_window("60-51")
 
 
 def test_stage1_and_baselines_are_reproducible(tmp_path):
@@ -222,7 +223,7 @@ def test_window_workers_do_not_change_the_results(tmp_path):
         assert (out / "mra_model" / "config.json").exists()
         tables[workers] = (results["benchmarks"], results["window_ablation"])
     assert tables[1] == tables[2]
-    assert list(tables[2][1]) == ["51,60", "1,1", "11,20", "31,40", "91,100", "random"]
-    assert set(tables[2][1]["31,40"]) >= set(BENCHMARK_KEYS["cirr_style"])  # scored on the CIRR-style benchmark
+    assert list(tables[2][1]) == ["51-60", "1-1", "11-20", "31-40", "91-100", "random"]
+    assert set(tables[2][1]["31-40"]) >= set(BENCHMARK_KEYS["cirr_style"])  # scored on the CIRR-style benchmark
     with pytest.raises(ValueError, match="window_workers"):
         QuickstartArguments(window_workers=0)

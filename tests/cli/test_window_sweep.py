@@ -14,16 +14,16 @@ from blip2_checkpoint import save_blip2_checkpoint
 from cir_placeholders import fashioniq_images
 from PIL import Image
 
-import mra_cir.dataset_builders.mra_triplets.image_features as image_features_module
 import mra_cir.dataset_builders.mra_triplets.mining as mining_module
+import mra_cir.retrieval.image_features as image_features_module
 from mra_cir.commands import window_sweep as command
 from mra_cir.dataset_builders.agents import AgentBackend, register_agent_backend
-from mra_cir.dataset_builders.mra_triplets.image_features import load_image_features
-from mra_cir.dataset_builders.mra_triplets.mining import sample_rank_window
+from mra_cir.dataset_builders.mra_triplets.mining import parse_windows, sample_rank_window
+from mra_cir.dataset_builders.mra_triplets.shared_windows import SharedWindowDraws
 from mra_cir.evaluation import FashionIQEvaluator
 from mra_cir.modeling_mra_cir.loading import load_model_and_processor
+from mra_cir.retrieval.image_features import load_image_features
 from mra_cir.tiny import synthetic_clustered_tokens
-from mra_cir.window_sweep import SharedWindowDraws, parse_windows
 
 WINDOWS = [(1, 1), (3, 4), (6, 8)]
 
@@ -102,7 +102,7 @@ def test_shared_draws_equal_a_separate_mining_of_each_window():
 def test_parse_windows():
     assert parse_windows("1-1,11-20, 31-40,51-60,91-100") == [(1, 1), (11, 20), (31, 40), (51, 60), (91, 100)]
     assert parse_windows("5,7-9") == [(5, 5), (7, 9)]
-    for bad, message in [("20-11", "1 <= q1 <= q2"), ("a-b", "not q1-q2"), ("1-2,1-2", "twice"), ("", "no window")]:
+    for bad, message in [("20-11", "1 <= q1 <= q2"), ("a-b", "q1-q2"), ("1-2,1-2", "twice"), ("", "no window")]:
         with pytest.raises(ValueError, match=message):
             parse_windows(bad)
 
@@ -199,7 +199,7 @@ def test_build_stage_refuses_several_processes(tmp_path, capsys, monkeypatch):
 def test_build_stage_passes_the_pool_sample_and_agent_mode_to_every_window(tmp_path, blip2_checkpoint, capsys):
     """`--per_class` / `--sample_seed` / `--agent_mode direct` reach each window's builder: the windows mine the same
     seeded sample, no caption is asked, and the cards record them."""
-    from mra_cir.dataset_builders.mra_triplets.image_features import list_images
+    from mra_cir.retrieval.image_features import list_images
 
     register_agent_backend("sweep-colour", ColourAgent)
     ColourAgent.captioned = []
@@ -224,3 +224,51 @@ def test_build_stage_passes_the_pool_sample_and_agent_mode_to_every_window(tmp_p
         config = yaml.safe_load((folder / "README.md").read_text().split("---")[1])["mra_cir"]["builder_config"]
         assert (config["per_class"], config["sample_seed"], config["agent_mode"]) == (10, 3, "direct")
         assert config["prompt_version"] == "mra-direct-v1"
+
+
+def test_window_sweep_runs_a_transformers_agent_on_the_device_given(tmp_path, blip2_checkpoint, tiny_vlm, capsys):
+    """`window-sweep --agent transformers --agent-device ...` reaches the local agent (the sweep shares the agent
+    options of `build-triplets`): a tiny random VLM, asked on `cpu:0` (not the backend's default `cpu`), answers."""
+    from mra_cir.dataset_builders.agents import transformers_backend
+
+    devices: list[str] = []
+    original = transformers_backend.TransformersAgent.__init__
+
+    def recording(self, *args, **kwargs):
+        devices.append(kwargs.get("device"))
+        original(self, *args, **kwargs)
+
+    photos = _photos(tmp_path / "photos", 10)
+    out = tmp_path / "sweep"
+    argv = [
+        "--images", str(photos), "--model", str(blip2_checkpoint), "--output", str(out), "--windows", "1-1,2-3",
+        "--stages", "build", "--agent", "transformers", "--agent-model", str(tiny_vlm), "--agent-device", "cpu:0",
+        "--agent_batch_size", "4", "--max_new_tokens", "6", "--no_progress",
+    ]  # fmt: skip
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(transformers_backend.TransformersAgent, "__init__", recording)
+        assert command.main(argv) == 0, capsys.readouterr().err[-3000:]
+    assert devices and set(devices) == {"cpu:0"}
+    results = json.loads((out / "results.json").read_text())
+    assert results["settings"]["agent_device"] == "cpu:0" and results["settings"]["agent"] == "transformers"
+    for window in ("1-1", "2-3"):  # every mined pair was answered by the agent (kept or rejected with a reason)
+        entry = results["windows"][window]
+        assert entry["pairs_mined"] == 10
+        assert entry["triplets_built"] + sum(entry["rejected"].values()) == 10
+
+
+def test_agent_arguments_translate_once_for_every_backend():
+    from mra_cir.pipelines import AgentArguments, SweepAgentArguments
+
+    local = AgentArguments(agent="transformers", agent_model="m", agent_device="cuda:1", agent_trust_remote_code=True)
+    assert local.agent_options() == {"device": "cuda:1", "trust_remote_code": True}
+    served = SweepAgentArguments(agent_url=["http://h:1/v1"], agent_model="m", agent_timeout=5, agent_batch_size=3)
+    assert served.agent == "openai" and served.agent_options() == {
+        "batch_size": 3, "base_urls": ["http://h:1/v1"], "max_concurrency": 8, "api_key_env": "OPENAI_API_KEY",
+        "timeout": 5, "max_retries": 4,
+    }  # fmt: skip
+    assert served.builder_kwargs()["agent_model"] == "m"
+    with pytest.raises(ValueError, match="--agent_url"):
+        SweepAgentArguments(agent_model="m").agent_options()
+    with pytest.raises(ValueError, match="--agent_model"):
+        AgentArguments(agent="transformers").check()

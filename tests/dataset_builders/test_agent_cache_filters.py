@@ -183,7 +183,7 @@ def test_content_hashes_are_computed_once_and_follow_edits(tmp_path):
     import time
 
     from mra_cir.dataset_builders.agents.base import file_sha256
-    from mra_cir.dataset_builders.agents.content_hashes import ContentHashes
+    from mra_cir.retrieval.content_hashes import ContentHashes
 
     path = tmp_path / "a.bin"
     path.write_bytes(b"x" * 100)
@@ -212,7 +212,7 @@ def test_content_hashes_see_a_same_size_rewrite_with_the_mtime_restored(tmp_path
     import time
 
     from mra_cir.dataset_builders.agents.base import file_sha256
-    from mra_cir.dataset_builders.agents.content_hashes import ContentHashes
+    from mra_cir.retrieval.content_hashes import ContentHashes
 
     path = tmp_path / "a.bin"
     path.write_bytes(b"x" * 100)
@@ -235,7 +235,7 @@ def test_content_hashes_memo_of_an_older_layout_is_started_afresh(tmp_path):
     import sqlite3
 
     from mra_cir.dataset_builders.agents.base import file_sha256
-    from mra_cir.dataset_builders.agents.content_hashes import ContentHashes
+    from mra_cir.retrieval.content_hashes import ContentHashes
 
     path = tmp_path / "a.bin"
     path.write_bytes(b"x")

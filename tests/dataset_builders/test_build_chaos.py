@@ -25,6 +25,8 @@ with the same arguments until it exits 0. Then:
 - 5 s after each run ends (or is killed), no process of its session is alive;
 - a run that exits 1 said why in one line with the command to resume; no run printed a traceback.
 
+The same holds for a build with the verification step (`--verify`, a third request per pair): `VERIFY_SEEDS`.
+
 Seeds: `CI_SEEDS` by default, plus the schedules in `REGRESSION_PLANS` (which failed once); `MRA_CIR_CHAOS_SEEDS=100`
 runs seeds 0-99 (the ones past the CI seeds are marked `slow`), `=500-599` a range, `=7,42` a list. `MRA_CIR_CHAOS_REPORT=path.json` writes the figures
 (runs, kills, requests, repeats, faults) of the seeds run.
@@ -58,6 +60,7 @@ FAULTS = ("status:500", "status:502", "status:503", "status:429", "drop", "malfo
 MAX_RUNS = 25
 RUN_LIMIT = 120.0  # seconds one run may take before the test gives up on it
 CI_SEEDS = range(10)
+VERIFY_SEEDS = range(100, 104)  # plans drawn for the build with --verify
 
 
 def _seeds() -> list:
@@ -262,6 +265,16 @@ def _dataset(output: Path) -> dict:
 @pytest.fixture(scope="module")
 def chaos(tmp_path_factory):
     """The launcher, a tiny model, 14 images, the command's arguments and the fault-free build's dataset."""
+    yield from _fault_free(tmp_path_factory, [])
+
+
+@pytest.fixture(scope="module")
+def chaos_verified(tmp_path_factory):
+    """The same with the verification step: a third request (yes/no) per pair."""
+    yield from _fault_free(tmp_path_factory, ["--verify"])
+
+
+def _fault_free(tmp_path_factory, extra: list[str]):
     root = tmp_path_factory.mktemp("chaos")
     build = launcher.BuildLauncher()
     model = launcher.save_tiny_model(root / "model")
@@ -269,16 +282,18 @@ def chaos(tmp_path_factory):
     window = ["--q1", "2", "--q2", "4", "--pairs-per-shard", "4", "--max-new-tokens", "8"]
     agent = ["--agent", "openai", "--agent-url", "", "--agent-model", "fake", "--agent-concurrency", str(CONCURRENCY),
              "--agent-retries", "2", "--agent-timeout", str(TIMEOUT)]  # fmt: skip
-    base = ["--images", str(images), "--model", str(model), *window, *agent]
+    base = ["--images", str(images), "--model", str(model), *window, *agent, *extra]
     reference = root / "reference"
     reference.mkdir()
     runner = ChaosRunner(
         ChaosPlan(-1, num_proc=[1] * MAX_RUNS), build, reference, [*base, "--output", str(reference / "out")]
     )
     runs = runner.run_to_the_end()
-    assert [run["returncode"] for run in runs] == [0] and runner.server.count() == 2 * NUM_IMAGES
+    steps = 3 if extra else 2  # caption, modification (, verification): one request each per image / pair
+    assert [run["returncode"] for run in runs] == [0] and runner.server.count() == steps * NUM_IMAGES
     figures: list[dict] = []
-    yield {"build": build, "root": root, "base": base, "expected": _dataset(reference / "out"), "figures": figures}
+    expected = _dataset(reference / "out")
+    yield {"build": build, "root": root, "base": base, "expected": expected, "figures": figures, "steps": steps}
     build.close()
     report = os.environ.get("MRA_CIR_CHAOS_REPORT")
     if report and figures:
@@ -292,6 +307,16 @@ def chaos(tmp_path_factory):
 
 @pytest.mark.parametrize("seed", _seeds())
 def test_build_under_chaos_equals_the_fault_free_build(chaos, seed, tmp_path):
+    _build_under_chaos(chaos, seed, tmp_path)
+
+
+@pytest.mark.parametrize("seed", VERIFY_SEEDS)
+def test_verified_build_under_chaos_equals_the_fault_free_build(chaos_verified, seed, tmp_path):
+    assert chaos_verified["expected"]["data"].keys() >= {"dropped-00000-of-00001.parquet"}  # the side split too
+    _build_under_chaos(chaos_verified, seed, tmp_path)
+
+
+def _build_under_chaos(chaos, seed, tmp_path):
     plan = seed if isinstance(seed, ChaosPlan) else ChaosPlan.draw(seed)
     seed = plan.seed
     root = tmp_path
@@ -305,7 +330,7 @@ def test_build_under_chaos_equals_the_fault_free_build(chaos, seed, tmp_path):
     assert got["summary"] == expected["summary"] and got["card"] == expected["card"], f"seed {seed}"
 
     answered = runner.server.answered
-    assert len(answered) == 2 * NUM_IMAGES  # every caption and every pair answered at least once
+    assert len(answered) == chaos["steps"] * NUM_IMAGES  # every caption and every pair answered at least once
     repeats = sum(count - 1 for count in answered.values())
     stopped = [run for run in runs if run["returncode"] in (-signal.SIGKILL, 130) or run["unavailable"]]
     bound = sum(CONCURRENCY * run["num_proc"] for run in stopped)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import random_image
 
-from mra_cir.dataset_builders.mra_triplets.image_features import extract_image_features, load_image_features
+from mra_cir.retrieval.image_features import extract_image_features, load_image_features
 
 
 class _Wrapped:
@@ -116,7 +116,7 @@ def test_dataset_input_with_corrupt_row(tiny_model, tiny_processor, image_folder
 def test_reuse_shards_embeds_only_changed_shards_and_broken_links_are_skipped(
     tiny_model, tiny_processor, image_folder, tmp_path
 ):
-    from mra_cir.dataset_builders.agents.content_hashes import ContentHashes
+    from mra_cir.retrieval.content_hashes import ContentHashes
 
     (image_folder / "zz_gone.png").symlink_to(tmp_path / "deleted.png")
     out_dir, memo = tmp_path / "f", ContentHashes(tmp_path / "memo.sqlite")

@@ -6,9 +6,10 @@ import json
 
 import pytest
 import torch
+from reference_similarity import brute_force_token_similarity
 
-from mra_cir.dataset_builders.mra_triplets.mining import mining_query_block_size, sample_rank_window, slice_bounds
-from mra_cir.modeling_mra_cir.similarity import brute_force_token_similarity
+from mra_cir.dataset_builders.mra_triplets.mining import mining_query_block_size, sample_rank_window
+from mra_cir.retrieval.distributed import shard_bounds
 from mra_cir.tiny import synthetic_clustered_tokens
 
 
@@ -70,7 +71,7 @@ def test_slices_merge_to_the_same_result(collection):
     for processes in (2, 3, 7):
         merged = []
         for rank in range(processes):
-            start, stop = slice_bounds(len(ids), processes, rank, align=align)
+            start, stop = shard_bounds(len(ids), processes, rank, align=align)
             assert start % align == 0 or start == len(ids)
             merged += sample_rank_window(
                 feats, ids, q1=4, q2=8, targets_per_reference=2, seed=3, start=start, stop=stop
@@ -109,7 +110,7 @@ def test_mine_command_end_to_end(tiny_model, tiny_processor, image_folder, tmp_p
     import datasets
 
     from mra_cir.commands.mine import REPORT_FILE, main
-    from mra_cir.dataset_builders.mra_triplets.image_features import extract_image_features
+    from mra_cir.retrieval.image_features import extract_image_features
 
     shutil.copy(image_folder / "img_000.png", image_folder / "img_000_copy.png")
     feats_dir = tmp_path / "features"
@@ -151,7 +152,7 @@ def test_mine_command_end_to_end(tiny_model, tiny_processor, image_folder, tmp_p
 
 WORKER = """
 import sys, torch
-from mra_cir.dataset_builders.mra_triplets.image_features import extract_image_features
+from mra_cir.retrieval.image_features import extract_image_features
 from mra_cir.modeling_mra_cir import MraCirModel
 from mra_cir.tiny import offline_processor, tiny_config
 from mra_cir.commands.mine import main
@@ -175,7 +176,7 @@ def test_two_processes_give_the_single_process_result(tiny_model, tiny_processor
 
     import datasets
 
-    from mra_cir.dataset_builders.mra_triplets.image_features import extract_image_features, load_image_features
+    from mra_cir.retrieval.image_features import extract_image_features, load_image_features
 
     torchrun = Path(sys.executable).with_name("torchrun")
     if not torchrun.exists():

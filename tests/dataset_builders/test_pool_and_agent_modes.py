@@ -18,8 +18,8 @@ from PIL import Image
 from mra_cir.dataset_builders.agents import AgentPrompts, OutputFilter, ResponseCache, get_prompts
 from mra_cir.dataset_builders.mra_triplets import MraTriplets, MraTripletsConfig
 from mra_cir.dataset_builders.mra_triplets.fingerprints import fingerprint, hub_revision, model_identity
-from mra_cir.dataset_builders.mra_triplets.image_features import list_images
 from mra_cir.dataset_builders.mra_triplets.publishing import dataset_card, export_triplets
+from mra_cir.retrieval.image_features import list_images
 
 servers = load_test_fixture("agent_servers")
 WINDOW = {"q1": 1, "q2": 3, "pairs_per_shard": 4, "max_new_tokens": 8}
@@ -171,7 +171,7 @@ def test_direct_mode_asks_no_caption_and_has_its_own_cache_key(classes, embeddin
     assert "at most 2 images of each class folder" in text and "(`sample_seed` 0)" in text
     config = yaml.safe_load(text.split("---")[1])["mra_cir"]["builder_config"]
     assert config["agent_mode"] == "direct" and config["per_class"] == 2 and config["sample_seed"] == 0
-    assert config["prompt_version"] == "mra-direct-v1" and config["version"] == "1.3.0"
+    assert config["prompt_version"] == "mra-direct-v1" and config["version"] == "1.4.0"
 
 
 def test_pair_miner_hook_supplies_the_pairs(classes, embedding_model, tmp_path):

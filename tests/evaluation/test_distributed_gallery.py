@@ -146,7 +146,7 @@ def test_evaluate_command_under_two_processes(tmp_path, benchmarks_dir, tiny_mod
 
 
 def test_shard_bounds_partition_and_align():
-    from mra_cir.evaluation.distributed import gather_rows, shard_bounds
+    from mra_cir.retrieval.distributed import gather_rows, shard_bounds
 
     for total, world, align in [(18, 2, 4), (10, 3, 1), (5, 8, 1), (1000, 7, 64), (0, 2, 4)]:
         bounds = [shard_bounds(total, world, r, align) for r in range(world)]
@@ -223,7 +223,7 @@ def _worker(tmp: Path, benchmarks_dir: Path) -> None:
     # uneven shards (7 and 3 rows) gathered two rows per collective
     import torch
 
-    from mra_cir.evaluation.distributed import gather_rows
+    from mra_cir.retrieval.distributed import gather_rows
 
     local = torch.arange(7 if rank == 0 else 3).repeat_interleave(2).view(-1, 2) + 100 * rank
     result["gathered"] = gather_rows(local, block_rows=2).tolist()

@@ -9,7 +9,7 @@ from cir_placeholders import circo_images, cirr_images, fashioniq_images
 from mra_cir.evaluation import CircoEvaluator, CirrEvaluator, FashionIQEvaluator
 from mra_cir.evaluation.circo import score_circo
 from mra_cir.evaluation.cirr import score_cirr
-from mra_cir.modeling_mra_cir.retrieval import model_fingerprint
+from mra_cir.retrieval.encoding import model_fingerprint
 
 N_QUERIES = 4
 

@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from reference_similarity import brute_force_token_similarity
 
-from mra_cir.modeling_mra_cir.gallery_index import GalleryIndex
-from mra_cir.modeling_mra_cir.similarity import brute_force_token_similarity
+from mra_cir.retrieval.gallery_index import GalleryIndex
 
 
 def _gallery(m=30, q=4, d=16, seed=0):

@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import random_image
+from reference_similarity import brute_force_token_similarity
 
-from mra_cir.modeling_mra_cir.gallery_index import GalleryIndex
-from mra_cir.modeling_mra_cir.retrieval import QUERY_MODES, encode_images, encode_queries, rank_gallery
-from mra_cir.modeling_mra_cir.similarity import brute_force_token_similarity
+from mra_cir.retrieval.encoding import QUERY_MODES, encode_images, encode_queries, rank_gallery
+from mra_cir.retrieval.gallery_index import GalleryIndex
 
 TEXTS = ["make it red", "add a small circle", "remove the square", "change it to blue"]
 

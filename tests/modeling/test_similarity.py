@@ -12,10 +12,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import REPO_ROOT
+from reference_similarity import brute_force_token_similarity
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from mra_cir.modeling_mra_cir.approximate_search import ApproximateTokenIndex, approximate_topk_token_similarity
-from mra_cir.modeling_mra_cir.similarity import brute_force_token_similarity, topk_token_similarity
+from mra_cir.retrieval.approximate_search import ApproximateTokenIndex, approximate_topk_token_similarity
+from mra_cir.retrieval.similarity import topk_token_similarity
 from mra_cir.tiny import synthetic_clustered_tokens
 
 
@@ -156,7 +157,8 @@ def test_run_whose_full_score_tensor_does_not_fit():
     code = textwrap.dedent(
         """
         import json, resource, torch
-        from mra_cir.modeling_mra_cir.similarity import brute_force_token_similarity, topk_token_similarity
+        from mra_cir.retrieval.similarity import topk_token_similarity
+        from reference_similarity import brute_force_token_similarity
         torch.manual_seed(0)
         x = torch.nn.functional.normalize(torch.randn(2000, 16, 16), dim=-1)
         topk_token_similarity(x[:64], x, 5)  # warm up threads and allocator before the limit
@@ -175,7 +177,9 @@ def test_run_whose_full_score_tensor_does_not_fit():
         print(json.dumps({"brute": brute, "same": same, "finite": bool(s.isfinite().all())}))
         """
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO_ROOT / "tests"
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result == {"brute": "out of memory", "same": True, "finite": True}

@@ -182,7 +182,8 @@ def test_train_script_from_yaml(tmp_path):
     from transformers import HfArgumentParser
 
     from mra_cir.cli import main as cli_main
-    from mra_cir.commands.train import DataArguments, ModelArguments, parse_args
+    from mra_cir.pipelines.training import DataArguments, ModelArguments
+    from mra_cir.pipelines.training import parse_train_args as parse_args
 
     configs = REPO_ROOT / "examples" / "configs"
     _, _, args = parse_args([str(configs / "train_synthetic_cpu.yaml")])

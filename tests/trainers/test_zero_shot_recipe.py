@@ -11,8 +11,8 @@ import torch
 import yaml
 from conftest import REPO_ROOT
 
-from mra_cir.commands.train import parse_args
 from mra_cir.modeling_mra_cir import MraCirModel
+from mra_cir.pipelines.training import parse_train_args as parse_args
 from mra_cir.tiny import TOY_WORDS, offline_processor, random_triplet_dataset, tiny_config
 from mra_cir.trainers import MraCirTrainer, MraCirTrainingArguments
 from mra_cir.trainers.holdout import TripletRecallEvaluator, split_holdout
@@ -145,7 +145,7 @@ def test_trainer_holds_out_triplets_and_scores_them(tmp_path):
 
 
 def test_in_training_benchmark_evaluators_cache_the_vit_only(tmp_path, benchmarks_dir):
-    from mra_cir.commands.train import build_cir_evaluators
+    from mra_cir.pipelines.training import build_cir_evaluators
 
     _, data, args = parse_args(
         ["--train_dataset", "toy:4", "--output_dir", str(tmp_path), "--use_cpu", "true", "--eval_benchmarks", "circo"]

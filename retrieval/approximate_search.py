@@ -243,13 +243,14 @@ class ApproximateTokenIndex:
             _, exact = topk_token_similarity(
                 queries[sample], self.keys, k, reduce, exclude_self=qi is not None, query_indices=qi
             )
-            stats["recall_at_k"] = recall_at_k(indices[sample].cpu(), exact.cpu())
+            stats["recall_at_k"] = topk_overlap(indices[sample].cpu(), exact.cpu())
             stats["recall_sample"] = int(sample.numel())
         return ApproximateSearchResult(scores, indices, stats)
 
 
-def recall_at_k(approx_indices: torch.Tensor, exact_indices: torch.Tensor) -> float:
-    """Mean over rows of `|approx ∩ exact| / k` for two `(N, k)` index tensors."""
+def topk_overlap(approx_indices: torch.Tensor, exact_indices: torch.Tensor) -> float:
+    """Mean over rows of `|approx ∩ exact| / k` for two `(N, k)` index tensors: how much of the exact top-k the
+    approximate search finds (reported as `stats["recall_at_k"]`; retrieval recall is `mra_cir.evaluation.metrics`)."""
     hits = (approx_indices[:, :, None] == exact_indices[:, None, :]).any(dim=2).sum(dim=1)
     return float(hits.float().mean().item() / exact_indices.shape[1])
 

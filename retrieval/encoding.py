@@ -34,8 +34,6 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .gallery_index import GalleryIndex
-
 QUERY_MODES = ("composed", "image", "text", "image_text_fusion")
 
 
@@ -296,7 +294,7 @@ class Ranking(NamedTuple):
 def rank_gallery(
     model,
     processor,
-    index: GalleryIndex,
+    index,
     images: Sequence | None,
     texts: Sequence[str] | Sequence[Sequence[str]] | None,
     mode: str = "composed",
@@ -311,7 +309,8 @@ def rank_gallery(
     """Rank `index` for every query: [`encode_queries`] then [`GalleryIndex.search`] on the model's device.
 
     Args:
-        index ([`GalleryIndex`]): the gallery, encoded by the same model ([`encode_images`]).
+        index ([`GalleryIndex`], or any object with its `search` and `ids`): the gallery, encoded by the same model
+            ([`encode_images`]).
         exclude (`Sequence[str | None]`, *optional*): an id removed from each query's ranking (CIRR deletes the
             reference).
         k (`int`, defaults to 50): ranking length (capped by the gallery size, minus one with exclusions).

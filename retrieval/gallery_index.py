@@ -1,7 +1,7 @@
 """A gallery index: image token features with their ids, searched exactly with composed queries.
 
 One ranking code path serves evaluation, `mra-cir search` and the demo: [`GalleryIndex.search`] calls
-[`~mra_cir.modeling_mra_cir.similarity.topk_token_similarity`] (blocked exact top-k; ties -> lower gallery index first).
+[`~mra_cir.retrieval.similarity.topk_token_similarity`] (blocked exact top-k; ties -> lower gallery index first).
 
 On disk (`save` / `load`): `features.safetensors` (tensor `features`, `(M, Q, D)`), `ids.json` (list of M strings)
 and `gallery_index.json` (reduction, optional model path, shape).
@@ -67,8 +67,35 @@ class GalleryIndex:
         self._position = {id_: i for i, id_ in enumerate(ids)}
 
     @classmethod
+    def from_images(
+        cls,
+        model,
+        processor,
+        images,
+        model_path: str | None = None,
+        batch_size: int = 32,
+        reduce: str = "max",
+        show_progress: bool = True,
+    ) -> GalleryIndex:
+        """Embed `images` (a folder, a list of paths or a `datasets.Dataset` with an `image` column) and index them:
+        the one images-to-index path of `mra-cir search --images`, the app and Python users.
+
+        Duplicates (same bytes) are embedded once and unreadable images skipped ([`extract_image_features`]); ids
+        are the paths relative to the folder. `model_path` is recorded so that a saved index names its model.
+
+        Raises:
+            `ValueError`: no readable image (naming how many were skipped).
+        """
+        from .image_features import extract_image_features
+
+        features = extract_image_features(model, processor, images, batch_size=batch_size, show_progress=show_progress)
+        if not len(features):
+            raise ValueError(f"{images}: no readable image to index ({len(features.skipped)} skipped)")
+        return cls.from_image_features(features, reduce=reduce, model_path=model_path)
+
+    @classmethod
     def from_image_features(cls, image_features, reduce: str = "max", model_path: str | None = None) -> GalleryIndex:
-        """Build from an [`~mra_cir.dataset_builders.mra_triplets.image_features.ImageFeatures`] (its `features` and `ids`)."""
+        """Build from an [`~mra_cir.retrieval.image_features.ImageFeatures`] (its `features` and `ids`)."""
         return cls(image_features.features, image_features.ids, reduce=reduce, model_path=model_path)
 
     def __len__(self) -> int:

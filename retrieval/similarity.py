@@ -223,15 +223,3 @@ def topk_token_similarity(
             best = best.sort(dim=1, descending=True).values
             out_scores[n0:n1], out_indices[n0:n1] = unpack_scores(best)
     return out_scores, out_indices
-
-
-def brute_force_token_similarity(queries: torch.Tensor, keys: torch.Tensor, reduce: str = "max") -> torch.Tensor:
-    """The full `(N, M)` fp32 similarity matrix, computed naively (`einsum` over all token pairs). For tests only."""
-    queries = as_tokens(queries, "queries").float()
-    keys = as_tokens(keys, "keys").float()
-    sims = torch.einsum("nqd,mkd->nmqk", queries, keys)
-    if reduce == "max":
-        return sims.amax(dim=(2, 3))
-    if reduce == "mean_max":
-        return sims.amax(dim=3).mean(dim=2)
-    raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")

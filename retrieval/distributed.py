@@ -1,5 +1,5 @@
-"""What the evaluators need to run on every process of a `torch.distributed` job: this process's share of a list, and one
-gather of the rows every process computed.
+"""Which process this is, its share of a list, and one gather of the rows every process computed: what embedding,
+mining and the evaluators need to run on every process of an `accelerate launch` / `torchrun` job.
 
 Under `accelerate launch` / `torchrun` each process encodes a contiguous shard of the gallery (and of the queries),
 then [`gather_rows`] concatenates the shards in rank order on every process, in blocks so that a 100k-image gallery
@@ -16,14 +16,34 @@ Example:
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.distributed as dist
 
 GATHER_BLOCK_ROWS = 4096  # rows per collective: (4096, 32, 256) fp32 is 128 MiB per process
 
 
+def launched_processes() -> int:
+    """How many processes the launcher (`accelerate launch`, `torchrun`) started, read before any process group exists
+    (`WORLD_SIZE`; 1 for a plain `python` / `mra-cir` run)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def distributed_state():
+    """`accelerate.PartialState`, also for several CPU processes (`torchrun` / `accelerate launch` without GPUs: gloo):
+    `process_index`, `num_processes`, `device`, `is_main_process`, `wait_for_everyone()`. Starts the process group of a
+    launched job; a single process gets index 0 of 1 and no process group.
+
+    `PartialState()` alone treats CPU processes launched by torchrun as independent single processes.
+    """
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 def process_state() -> tuple[int, int]:
-    """`(rank, world_size)` of the initialised process group, `(0, 1)` without one."""
+    """`(rank, world_size)` of the initialised process group, `(0, 1)` without one (never starts one)."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
@@ -80,4 +100,11 @@ def gather_rows(local: torch.Tensor, block_rows: int = GATHER_BLOCK_ROWS) -> tor
     return torch.cat(flat) if flat else local.new_zeros((0, *local.shape[1:])).cpu()
 
 
-__all__ = ["GATHER_BLOCK_ROWS", "gather_rows", "process_state", "shard_bounds"]
+__all__ = [
+    "GATHER_BLOCK_ROWS",
+    "distributed_state",
+    "gather_rows",
+    "launched_processes",
+    "process_state",
+    "shard_bounds",
+]

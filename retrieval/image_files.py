@@ -1,12 +1,10 @@
-"""The image pool of a triplet build: the image files of a folder, optionally a seeded sample of them.
+"""Image files: which file names are images, and the image files of a folder, optionally a seeded sample of them.
 
 `list_images(folder, max_images, per_class, seed)` lists `(id, path)` pairs sorted by id (the posix path relative to
 the folder). `per_class` keeps K images of each first-level sub-folder (the ImageNet-1k subset the paper mines from),
 `max_images` a random sample of N; both are drawn from the sorted listing with a generator seeded by the seed, so the
 same seed gives the same pool on any machine, whatever the order the file system lists files in. A sub-folder that
 cannot be listed (no permission, an I/O error) is reported in `unreadable`, never silently left out.
-
-`too_few_images_message` and `no_pairs_message` say in one line why a pool cannot give a pair, and what would.
 """
 
 from __future__ import annotations
@@ -16,7 +14,9 @@ import os
 import random
 from pathlib import Path
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+#: the image file extensions every stage reads (a triplet pool, a search gallery, a benchmark folder), in order of
+#: preference where one name has several (a benchmark folder holding `x.png` and `x.jpg` reads `x.png`)
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
 def list_images(
@@ -87,34 +87,4 @@ def _sample(items: list, k: int, seed: int, salt: str) -> list:
     return random.Random(int.from_bytes(digest[:8], "big")).sample(items, k)
 
 
-def too_few_images_message(folder: str, found: int, embedded: int, skipped: list, unreadable: list) -> str:
-    """One line: the pool has fewer than two distinct readable images (naming what was skipped)."""
-    parts = [f"{folder}: {embedded} distinct image(s) could be read and decoded out of {found} found; a pair needs 2"]
-    if skipped:
-        shown = ", ".join(f"{name} ({reason})" for name, reason in skipped[:5])
-        parts.append(f"skipped: {shown}{f' and {len(skipped) - 5} more' if len(skipped) > 5 else ''}")
-    if unreadable:
-        parts.append("unreadable folders: " + ", ".join(f"{name} ({reason})" for name, reason in unreadable[:5]))
-    if not found and not unreadable:
-        parts.append(f"image extensions: {', '.join(IMAGE_EXTENSIONS)}")
-    return "; ".join(parts)
-
-
-def no_pairs_message(folder: str, embedded: int, q1: int, q2: int, too_few: int) -> str:
-    """One line: no reference has `q2` candidates, so the window [q1, q2] gives no pair; a window that fits."""
-    candidates = embedded - 1
-    if q2 <= candidates:  # feature duplicates left every reference short of q2 candidates
-        return (
-            f"{folder}: no pair could be mined: all {too_few} references have fewer than q2={q2} candidates once "
-            "images with identical features are left out; use a smaller --q2"
-        )
-    fit_q2 = candidates
-    fit_q1 = max(1, fit_q2 - (q2 - q1))
-    return (
-        f"{folder}: no pair could be mined: {embedded} distinct images give each reference {candidates} "
-        f"candidate(s), fewer than the window's last rank q2={q2} (ranks {q1}..{q2} need at least {q2 + 1} images); "
-        f"use a window that fits the pool, e.g. --q1 {fit_q1} --q2 {fit_q2}, or add images"
-    )
-
-
-__all__ = ["IMAGE_EXTENSIONS", "list_images", "no_pairs_message", "too_few_images_message"]
+__all__ = ["IMAGE_EXTENSIONS", "list_images"]

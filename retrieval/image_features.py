@@ -34,11 +34,11 @@ from pathlib import Path
 
 import torch
 
-from mra_cir.modeling_mra_cir.retrieval import encode_images
-
-from ..agents.content_hashes import ContentHashes
+from .content_hashes import ContentHashes
+from .distributed import distributed_state
+from .encoding import encode_images
 from .feature_shards import MANIFEST, _read_shard, _shard_name, _write_manifest, _write_shard, keep_unchanged_shards
-from .pool import IMAGE_EXTENSIONS, list_images
+from .image_files import IMAGE_EXTENSIONS, list_images
 
 
 @dataclass
@@ -214,16 +214,6 @@ def load_image_features(output_dir: str | os.PathLike) -> ImageFeatures:
 # ----------------------------------------------------------------------------------------------------------------------
 # Extraction
 # ----------------------------------------------------------------------------------------------------------------------
-def distributed_state():
-    """`accelerate.PartialState`, also for several CPU processes (`torchrun` / `accelerate launch` without GPUs: gloo).
-
-    `PartialState()` alone treats CPU processes launched by torchrun as independent single processes.
-    """
-    from accelerate import PartialState
-
-    return PartialState(cpu=not torch.cuda.is_available())
-
-
 def _embed_items(model, processor, items: list[_Item], batch_size: int, progress) -> tuple:
     """Decode and embed items batch by batch -> (features (n_ok, Q, D) cpu, ok ids, skipped (id, reason))."""
     parts, ok_ids, skipped = [], [], []

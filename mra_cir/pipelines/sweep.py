@@ -28,15 +28,16 @@ mra-cir window-sweep --images imagenet/train --per_class 100 --model Salesforce/
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from mra_cir.dataset_builders.mra_triplets.mining import parse_windows
 from mra_cir.dataset_builders.mra_triplets.shared_windows import SharedWindowDraws
 
-from .window_sweep_report import window_name, write_report
+from .agent_arguments import AgentArguments
+from .sweep_report import ADAPTIVE, window_name, write_report
 
 #: the paper's ablation windows
 PAPER_WINDOWS = ((1, 1), (11, 20), (31, 40), (51, 60), (91, 100))
@@ -44,8 +45,17 @@ STAGES = ("build", "train", "evaluate", "report")
 
 
 @dataclass
+class SweepAgentArguments(AgentArguments):
+    """[`AgentArguments`] whose default backend is a served model (`openai`): a sweep captions a whole pool."""
+
+    agent: str = field(
+        default="openai", metadata={"help": "Agent backend: openai, transformers, or a registered name (e.g. scene)."}
+    )
+
+
+@dataclass
 class WindowSweepArguments:
-    """Options of `mra-cir window-sweep`."""
+    """Options of `mra-cir window-sweep` (the agent: [`SweepAgentArguments`])."""
 
     images: str = field(metadata={"help": "Folder of unlabeled images (the pool every window mines from)."})
     model: str = field(
@@ -57,18 +67,16 @@ class WindowSweepArguments:
     windows: str = field(
         default="1-1,11-20,31-40,51-60,91-100", metadata={"help": "Rank windows q1-q2, comma-separated (the paper's)."}
     )
-    stages: str = field(default="build,train,evaluate,report", metadata={"help": f"Stages to run, of {STAGES}."})
-    agent: str = field(default="openai", metadata={"help": "Agent backend (openai, transformers, a registered name)."})
-    agent_model: str | None = field(default=None, metadata={"help": "The agent's model (served id or folder)."})
-    agent_url: list[str] = field(default_factory=list, metadata={"help": "OpenAI-compatible base URL(s)."})
-    agent_concurrency: int = field(default=8, metadata={"help": "Requests in flight (openai backend)."})
-    api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "Environment variable with the API key."})
-    agent_mode: str = field(
-        default="two_step",
-        metadata={"help": "two_step (caption, then compare) or direct (no captions: the ablation)."},
+    adaptive: bool = field(
+        default=False,
+        metadata={
+            "help": "Also sweep the adaptive window (named 'adaptive': each reference's targets from a band of its own "
+            "similarity scale, mra_triplets.adaptive_window; --adaptive_depth, --adaptive_band)."
+        },
     )
-    prompt_version: str | None = field(default=None, metadata={"help": "Prompt set (default: the agent mode's)."})
-    max_new_tokens: int = field(default=64, metadata={"help": "Generation budget per answer."})
+    adaptive_depth: int = field(default=100, metadata={"help": "--adaptive: the rank whose similarity is 0."})
+    adaptive_band: str = field(default="0.4,0.6", metadata={"help": "--adaptive: the normalised similarity band."})
+    stages: str = field(default="build,train,evaluate,report", metadata={"help": f"Stages to run, of {STAGES}."})
     targets_per_reference: int = field(default=1, metadata={"help": "Targets drawn per reference in each window."})
     reduce: str = field(default="max", metadata={"help": "Token similarity reduction: max or mean_max."})
     max_images: int | None = field(default=None, metadata={"help": "Use N images of the folder (seeded sample)."})
@@ -96,48 +104,38 @@ class WindowSweepArguments:
     no_progress: bool = field(default=False, metadata={"help": "Hide progress bars."})
 
     def __post_init__(self):
-        self.window_list = parse_windows(self.windows)
+        try:
+            self.window_list = parse_windows(self.windows)
+        except ValueError as error:
+            raise ValueError(f"--windows: {error}") from None
+        if self.adaptive:
+            from mra_cir.dataset_builders.mra_triplets.adaptive_window import parse_band
+
+            parse_band(self.adaptive_band)
+            self.window_list.append(ADAPTIVE)
         self.stage_list = [s.strip() for s in self.stages.split(",") if s.strip()]
         unknown = [s for s in self.stage_list if s not in STAGES]
         if unknown or not self.stage_list:
             raise ValueError(f"--stages: unknown {unknown}; choose from {STAGES}")
 
 
-def parse_windows(spec: str) -> list[tuple[int, int]]:
-    """`"1-1,11-20"` (or `"1,11-20"`: a single rank) -> `[(1, 1), (11, 20)]`, checked (1 <= q1 <= q2, no repeats)."""
-    windows = []
-    for part in (p.strip() for p in spec.split(",") if p.strip()):
-        try:
-            q1, _, q2 = part.partition("-")
-            window = (int(q1), int(q2 or q1))
-        except ValueError:
-            raise ValueError(f"--windows: {part!r} is not q1-q2 (e.g. 51-60)") from None
-        if not 1 <= window[0] <= window[1]:
-            raise ValueError(f"--windows: {part!r} needs 1 <= q1 <= q2")
-        if window in windows:
-            raise ValueError(f"--windows: {part!r} given twice")
-        windows.append(window)
-    if not windows:
-        raise ValueError("--windows: no window given")
-    return windows
-
-
-def _window_builder(args: WindowSweepArguments, window, draws: SharedWindowDraws, agent_backend=None):
+def _window_builder(args: WindowSweepArguments, agent_args: AgentArguments, window, draws, agent_backend=None):
     """An `MraTriplets` for one window whose mining step reads the shared draws (its public `pair_miner` hook; the same
     work folder for every window)."""
     from mra_cir.dataset_builders.mra_triplets import MraTriplets
 
     out = Path(args.output)
-    options: dict = {}
-    if args.agent == "openai":
-        options.update(base_urls=args.agent_url, max_concurrency=args.agent_concurrency, api_key_env=args.api_key_env)
+    if tuple(window) == ADAPTIVE:
+        from mra_cir.dataset_builders.mra_triplets.adaptive_window import AdaptiveWindowMiner, parse_band
+
+        draws = AdaptiveWindowMiner(depth=args.adaptive_depth, band=parse_band(args.adaptive_band))
+        window = (1, max(args.adaptive_depth, args.targets_per_reference))  # the ranks it can draw from
     return MraTriplets(
         pair_miner=draws,
         cache_dir=str(out / "hf_cache"),
         work_dir=str(out / "work"),
         agent_cache=str(out / "work" / "agent_cache.sqlite"),
         agent_backend=agent_backend,
-        agent_options=options,
         embedding_batch_size=args.embedding_batch_size,
         show_progress=not args.no_progress,
         images=args.images,
@@ -147,26 +145,25 @@ def _window_builder(args: WindowSweepArguments, window, draws: SharedWindowDraws
         q2=window[1],
         targets_per_reference=args.targets_per_reference,
         seed=args.seed,
-        agent=args.agent,
-        agent_model=args.agent_model,
-        agent_mode=args.agent_mode,
-        prompt_version=args.prompt_version,
-        max_new_tokens=args.max_new_tokens,
         max_images=args.max_images,
         per_class=args.per_class,
         sample_seed=args.sample_seed,
+        **agent_args.builder_kwargs(),
     )
 
 
-def build_windows(args: WindowSweepArguments, results: dict, agent_backend=None) -> SharedWindowDraws:
+def build_windows(
+    args: WindowSweepArguments, agent_args: AgentArguments, results: dict, agent_backend=None
+) -> SharedWindowDraws:
     """Stage `build`: triplets for every window (one embedding, ranking and captioning pass), cut to one size."""
     from mra_cir.dataset_builders.mra_triplets.publishing import export_triplets
 
-    draws = SharedWindowDraws(args.window_list, args.targets_per_reference, args.seed, args.reduce)
+    fixed = [w for w in args.window_list if tuple(w) != ADAPTIVE]
+    draws = SharedWindowDraws(fixed, args.targets_per_reference, args.seed, args.reduce)
     built = {}
     for window in args.window_list:
         started = time.perf_counter()
-        builder = _window_builder(args, window, draws, agent_backend)
+        builder = _window_builder(args, agent_args, window, draws, agent_backend)
         builder.download_and_prepare()
         built[window] = (builder, builder.as_dataset(split="train"), time.perf_counter() - started)
     size = args.triplets_per_window or min(len(d) for _, d, _ in built.values())
@@ -176,7 +173,9 @@ def build_windows(args: WindowSweepArguments, results: dict, agent_backend=None)
         used = dataset.shuffle(seed=args.seed).select(range(size)) if size < len(dataset) else dataset
         summary = builder.build_summary()
         folder = Path(args.output) / "windows" / window_name(window) / "triplets"
-        export_triplets(used, folder, config=builder.config_dict(), summary=summary)
+        # the card counts the exported rows; what the window built before the equal-size cut is kept beside them
+        card_summary = {**summary, "triplets": len(used), "triplets_before_equal_size_cut": len(dataset)}
+        export_triplets(used, folder, config=builder.config_dict(), summary=card_summary)
         entry = _entry(results, window)
         entry.update(triplets_built=len(dataset), triplets_used=size, pairs_mined=summary.get("pairs_mined"))
         entry.update(rejected=summary.get("rejected"), too_few_candidates=summary.get("too_few_candidates"))
@@ -187,7 +186,7 @@ def build_windows(args: WindowSweepArguments, results: dict, agent_backend=None)
 
 def train_windows(args: WindowSweepArguments, results: dict) -> None:
     """Stage `train`: `mra-cir train` on each window's triplets with the same settings and seed."""
-    from mra_cir.commands.train import parse_args, run
+    from .training import parse_train_args, train
 
     for window in args.window_list:
         folder = Path(args.output) / "windows" / window_name(window)
@@ -197,9 +196,9 @@ def train_windows(args: WindowSweepArguments, results: dict) -> None:
         argv += ["--model_name_or_path", args.model, "--train_dataset", str(folder / "triplets")]
         argv += ["--output_dir", str(folder / "model"), "--dataset_name", f"mra-triplets-window-{window_name(window)}"]
         argv += ["--seed", str(args.seed), *shlex.split(args.train_args)]
-        model_args, data_args, training_args = parse_args(argv)
+        model_args, data_args, training_args = parse_train_args(argv)
         started = time.perf_counter()
-        metrics = run(model_args, data_args, training_args)
+        metrics = train(model_args, data_args, training_args)
         entry = _entry(results, window)
         entry["train"] = {k: v for k, v in metrics.items() if k in ("train_loss", "train_runtime", "epoch")}
         model_dir = folder / "model"
@@ -207,36 +206,29 @@ def train_windows(args: WindowSweepArguments, results: dict) -> None:
         entry.setdefault("seconds", {})["train"] = round(time.perf_counter() - started, 2)
 
 
-def _pairs(spec: str) -> dict[str, str]:
-    out = {}
-    for pair in (p for p in spec.split(",") if p.strip()):
-        name, sep, value = pair.partition("=")
-        if not sep:
-            raise ValueError(f"expected benchmark=path, got {pair!r}")
-        out[name.strip().lower()] = value.strip()
-    return out
-
-
 def evaluate_models(args: WindowSweepArguments, results: dict) -> None:
     """Stage `evaluate`: every trained model (and the base) on every benchmark; gallery ViT outputs cached once."""
-    import torch
 
     from mra_cir.evaluation import EVALUATORS
     from mra_cir.modeling_mra_cir.loading import load_model_and_processor
+    from mra_cir.retrieval.distributed import distributed_state
 
-    roots, annotations = _pairs(args.benchmark_roots), _pairs(args.annotations_dirs)
+    from .training import benchmark_paths
+
+    roots, annotations = benchmark_paths(args.benchmark_roots), benchmark_paths(args.annotations_dirs)
     benchmarks = [b.strip().lower() for b in args.benchmarks.split(",") if b.strip()]
     for name in benchmarks:
         if name not in EVALUATORS or name not in roots:
             raise ValueError(f"--benchmarks {name}: give a known benchmark and its folder in --benchmark_roots")
-    device = args.device or (f"cuda:{_local_rank()}" if torch.cuda.is_available() else "cpu")
+    device = args.device or str(distributed_state().device)
     models = [("base", args.model)] if not args.no_base else []
     models += [(window_name(w), _entry(results, w).get("model")) for w in args.window_list]
     for key, path in models:
         if not path:
             raise FileNotFoundError(f"window {key}: no trained model recorded; run the train stage first")
         model, processor = load_model_and_processor(path, device=device)
-        entry = results.setdefault("base", {}) if key == "base" else _entry(results, tuple(map(int, key.split("-"))))
+        by_name = {window_name(w): w for w in args.window_list}
+        entry = results.setdefault("base", {}) if key == "base" else _entry(results, by_name[key])
         started = time.perf_counter()
         for name in benchmarks:
             kwargs = dict(categories=args.categories.split(",")) if name == "fashioniq" else {}
@@ -256,7 +248,7 @@ def evaluate_models(args: WindowSweepArguments, results: dict) -> None:
             )
             entry.setdefault("metrics", {})[name] = evaluator(model, processor)
             entry.setdefault("complete", {})[name] = evaluator.complete
-            if _is_main_process():
+            if distributed_state().is_main_process:
                 evaluator.save_rankings(
                     Path(args.output) / ("base" if key == "base" else f"windows/{key}") / "eval" / name
                 )
@@ -268,61 +260,50 @@ def _entry(results: dict, window) -> dict:
     return results.setdefault("windows", {}).setdefault(window_name(window), {"window": list(window)})
 
 
-def run_sweep(args: WindowSweepArguments, agent_backend=None) -> dict:
-    """Run the requested stages; `results.json` is read first and written after each stage (resumable)."""
-    if _world_size() > 1:
-        if "build" in args.stage_list:
-            raise ValueError(
-                "--stages build runs in one process (the agent servers do the parallel work): run it with `mra-cir`, "
-                "then train,evaluate,report under `accelerate launch`"
-            )
-        import torch
-        from accelerate import PartialState
+def window_sweep(args: WindowSweepArguments, agent_args: AgentArguments | None = None, agent_backend=None) -> dict:
+    """Run the requested stages; `results.json` is read first and written after each stage (resumable).
 
-        PartialState(cpu=not torch.cuda.is_available())  # the process group the evaluators shard over
+    `agent_args` (default: [`SweepAgentArguments`]`()`) chooses the agent of the build stage; `agent_backend`, an
+    `AgentBackend` object, is used instead of building one from them (tests, in-process agents)."""
+    from mra_cir.retrieval.distributed import distributed_state, launched_processes
+
+    agent_args = agent_args or SweepAgentArguments()
+    if launched_processes() > 1 and "build" in args.stage_list:
+        raise ValueError(
+            "--stages build runs in one process (the agent servers do the parallel work): run it with `mra-cir`, "
+            "then train,evaluate,report under `accelerate launch`"
+        )
+    state = distributed_state()  # under accelerate launch: the process group the evaluators shard over
+    if "build" in args.stage_list and agent_backend is None:
+        agent_args.check()
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
     results = json.loads(path.read_text()) if path.is_file() else {}
-    results["settings"] = {k: v for k, v in asdict(args).items() if k not in ("agent_url",)}
+    results["settings"] = {k: v for k, v in asdict(args).items()}
+    results["settings"].update({k: v for k, v in asdict(agent_args).items() if k != "agent_url"})
     stages = {
-        "build": lambda: build_windows(args, results, agent_backend),
+        "build": lambda: build_windows(args, agent_args, results, agent_backend),
         "train": lambda: train_windows(args, results),
         "evaluate": lambda: evaluate_models(args, results),
         "report": lambda: (
-            _is_main_process() and results.update(report=[str(p) for p in write_report(results, args, out)])
+            state.is_main_process and results.update(report=[str(p) for p in write_report(results, args, out)])
         ),
     }
     for stage in (s for s in STAGES if s in args.stage_list):
         stages[stage]()
-        if _is_main_process():
+        if state.is_main_process:
             path.write_text(json.dumps(results, indent=2, default=str) + "\n")
     return results
-
-
-def _world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def _local_rank() -> int:
-    return int(os.environ.get("LOCAL_RANK", "0"))
-
-
-def _is_main_process() -> bool:
-    import torch.distributed as dist
-
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 __all__ = [
     "PAPER_WINDOWS",
     "STAGES",
-    "SharedWindowDraws",
+    "SweepAgentArguments",
     "WindowSweepArguments",
     "build_windows",
     "evaluate_models",
-    "parse_windows",
-    "run_sweep",
     "train_windows",
-    "window_name",
+    "window_sweep",
 ]

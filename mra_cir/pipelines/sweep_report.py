@@ -18,13 +18,22 @@ TABLE_METRICS = {
 PAPER_CHOICE = (51, 60)
 
 
+#: the adaptive window's place in a sweep's window list (`--adaptive`; `mra_triplets.adaptive_window`)
+ADAPTIVE = (0, 0)
+
+
 def window_name(window) -> str:
-    """The key of a window in `results.json` (`"51-60"`)."""
-    return f"{window[0]}-{window[1]}"
+    """The key of a window in `results.json` (`"51-60"`, or `"adaptive"`)."""
+    return "adaptive" if tuple(window) == ADAPTIVE else f"{window[0]}-{window[1]}"
+
+
+def window_label(window) -> str:
+    """How tables and plots name a window (`"[51, 60]"`, or `"adaptive"`)."""
+    return "adaptive" if tuple(window) == ADAPTIVE else f"[{window[0]}, {window[1]}]"
 
 
 def _rows(results: dict, windows) -> list[tuple[str, dict]]:
-    rows = [(f"[{q1}, {q2}]", results.get("windows", {}).get(window_name((q1, q2)), {})) for q1, q2 in windows]
+    rows = [(window_label(w), results.get("windows", {}).get(window_name(w), {})) for w in windows]
     if results.get("base"):
         rows.insert(0, ("base (untrained)", results["base"]))
     return rows
@@ -65,7 +74,7 @@ def write_plot(results: dict, windows, benchmarks: list[str], path: Path) -> Pat
     from mra_cir.evaluation import EVALUATORS
 
     fig, axes = plt.subplots(1, len(benchmarks), figsize=(4.5 * len(benchmarks), 3.6), squeeze=False)
-    labels = [f"[{q1},{q2}]" for q1, q2 in windows]
+    labels = [window_label(w).replace(" ", "") for w in windows]
     for ax, benchmark in zip(axes[0], benchmarks):
         metric = EVALUATORS[benchmark].primary_metric
         values = [
@@ -105,4 +114,4 @@ def write_report(results: dict, args, output: Path) -> list[Path]:
     return paths
 
 
-__all__ = ["TABLE_METRICS", "window_name", "write_plot", "write_report", "write_table"]
+__all__ = ["ADAPTIVE", "TABLE_METRICS", "window_label", "window_name", "write_plot", "write_report", "write_table"]

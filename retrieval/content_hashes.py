@@ -23,14 +23,13 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
-
-from .base import file_sha256
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS content_hashes (
@@ -44,6 +43,15 @@ CREATE TABLE IF NOT EXISTS content_hashes (
 )
 """
 RACY_WINDOW = 2.0
+
+
+def file_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes (image identity for caches and duplicate detection)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def default_cache_dir() -> Path:
