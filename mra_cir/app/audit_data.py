@@ -62,7 +62,9 @@ def load_splits(spec: str) -> dict:
         try:
             splits["dropped"] = load_triplets(spec, split="dropped")
         except (ValueError, KeyError, FileNotFoundError):
-            pass  # a Hub dataset without the split
+            if path.is_dir():  # a local folder whose dropped files cannot be read: say so, never audit half of it
+                raise
+            # a Hub dataset: the dropped split is optional (only verified builds have one); audit the train split
     return splits
 
 
